@@ -1,0 +1,30 @@
+// The thread pool that every fast kernel runs on.
+//
+// A small persistent pool: workers spin briefly after a job (so back-to-back calls, such as
+// decode steps, start in about a microsecond) and then sleep on a futex. The calling thread
+// takes part as thread 0. Why a pool of our own and not OpenMP: docs/performance.md.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace subq {
+
+// Threads that ops use, the calling thread included. Defaults to SUBQ_NUM_THREADS if set,
+// else the hardware concurrency.
+int num_threads();
+// n >= 1; throws subq::Error otherwise. Restarts the pool's workers.
+void set_num_threads(int n);
+
+// Runs fn(i, thread) for every i in [0, n), spreading the i over the pool with dynamic
+// scheduling (an atomic counter), in increasing order of i: put the longest items first.
+// `thread` is in [0, num_threads()) and is unique among concurrently running calls, so it can
+// index per-thread scratch. Blocks until all are done and rethrows the first exception.
+// A call from inside a parallel_for runs serially on the calling thread.
+void parallel_for(int64_t n, const std::function<void(int64_t i, int thread)>& fn);
+
+// The number of threads parallel_for would use for n items: min(n, num_threads()), or 1 when
+// called from inside a parallel_for.
+int threads_for(int64_t n);
+
+}  // namespace subq

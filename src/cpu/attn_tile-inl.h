@@ -1,0 +1,140 @@
+// Tile-level pieces shared by the attention kernels: loading rows of any input dtype as f32,
+// storing f32 rows to any output dtype, and the score-tile epilogue (softcap, ALiBi, mask).
+//
+// Score tiles are kept transposed, S^T [keys x queries], with the queries along the vector
+// lanes (see gemm_tile-inl.h for why). Everything here is per-target (Highway).
+#if defined(SUBQ_CPU_ATTN_TILE_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SUBQ_CPU_ATTN_TILE_INL_H_
+#undef SUBQ_CPU_ATTN_TILE_INL_H_
+#else
+#define SUBQ_CPU_ATTN_TILE_INL_H_
+#endif
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+#include "src/cpu/gemm_tile-inl.h"
+#include "subq/dtype.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace subq::cpu::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+inline size_t RoundUp(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+// Tile sizes. A block of queries is the N dimension of S^T = K Q^T (so a multiple of the GEMM
+// tile's kNV vectors) and the M dimension of O = P V (so a multiple of kMR rows keeps the
+// register tile full); likewise for keys. kMR * 8 gives 48 on 16-register targets (AVX2) and 64
+// on AVX-512, both multiples of kNV lanes. Bigger tiles cut per-tile overhead but waste more of
+// the diagonal tiles under a causal mask; docs/performance.md has the measurements.
+inline constexpr size_t kBlockQ = kMR * 8;
+inline constexpr size_t kBlockK = kMR * 8;
+
+// dst[0, n) = src[0, n) as f32, for src of dtype f32, bf16 or f16; dst[n, npad) = 0.
+HWY_INLINE void LoadRowF32(const void* src, DType dt, size_t n, float* HWY_RESTRICT dst,
+                           size_t npad) {
+  const hn::ScalableTag<float> df;
+  const size_t L = hn::Lanes(df);
+  size_t i = 0;
+  if (dt == DType::kF32) {
+    std::memcpy(dst, src, n * sizeof(float));
+    i = n;
+  } else if (dt == DType::kBF16) {
+    const hn::Rebind<hwy::bfloat16_t, decltype(df)> dbf;
+    const auto* p = static_cast<const hwy::bfloat16_t*>(src);
+    for (; i + L <= n; i += L) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dbf, p + i)), df, dst + i);
+    const auto* u = static_cast<const uint16_t*>(src);
+    for (; i < n; ++i) dst[i] = bf16_to_f32(u[i]);
+  } else {
+    const hn::Rebind<hwy::float16_t, decltype(df)> dh;
+    const auto* p = static_cast<const hwy::float16_t*>(src);
+    for (; i + L <= n; i += L) hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, p + i)), df, dst + i);
+    const auto* u = static_cast<const uint16_t*>(src);
+    for (; i < n; ++i) dst[i] = f16_to_f32(u[i]);
+  }
+  for (; i < npad; ++i) dst[i] = 0.f;
+}
+
+// dst[0, n) = src[0, n) converted to dtype dt (f32, bf16 or f16), round to nearest even. Rows are
+// written once per output row, so scalar conversion is cheap enough here.
+HWY_INLINE void StoreRowF32(const float* HWY_RESTRICT src, size_t n, void* dst, DType dt) {
+  if (dt == DType::kF32) {
+    std::memcpy(dst, src, n * sizeof(float));
+  } else if (dt == DType::kBF16) {
+    auto* u = static_cast<uint16_t*>(dst);
+    for (size_t i = 0; i < n; ++i) u[i] = f32_to_bf16(src[i]);
+  } else {
+    auto* u = static_cast<uint16_t*>(dst);
+    for (size_t i = 0; i < n; ++i) u[i] = f32_to_f16(src[i]);
+  }
+}
+
+// The geometry of one score tile S^T[j][i]: keys k0 + j (j < nk) against queries q0 + i
+// (i < nq), of a sequence with Tq queries and Tk keys. off = Tk - Tq aligns the window
+// bottom-right.
+struct ScoreTile {
+  int64_t q0, nq, k0, nk, off, left, right;
+  // True when every (query, key) pair of the tile is visible, so no mask is needed.
+  bool fully_visible() const {
+    const bool left_ok = left < 0 || k0 >= (q0 + nq - 1) + off - left;
+    const bool right_ok = right < 0 || k0 + nk - 1 <= q0 + off + right;
+    return left_ok && right_ok;
+  }
+};
+
+// Applies softcap, ALiBi and the mask to S^T (nk rows, ncols columns with stride lds, ncols a
+// multiple of the lane count). Masked entries become -inf. Columns >= nq are padding and are
+// left as they are.
+HWY_INLINE void ScoreEpilogue(float* HWY_RESTRICT st, size_t lds, size_t ncols,
+                              const ScoreTile& t, float softcap, float slope) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const size_t L = hn::Lanes(df);
+  const bool mask = !t.fully_visible();
+  const auto neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
+  if (softcap > 0) {
+    const auto c = hn::Set(df, softcap), inv_c = hn::Set(df, 1.0f / softcap);
+    for (int64_t j = 0; j < t.nk; ++j)
+      for (size_t i = 0; i < ncols; i += L) {
+        float* p = st + j * lds + i;
+        hn::StoreU(hn::Mul(c, hn::Tanh(df, hn::Mul(hn::LoadU(df, p), inv_c))), df, p);
+      }
+  }
+  if (slope != 0.f) {
+    // bias = -slope * |(q0 + i) + off - (k0 + j)|, exact in f32 below 2^24 positions.
+    const auto neg_slope = hn::Set(df, -slope);
+    for (int64_t j = 0; j < t.nk; ++j) {
+      const float base = static_cast<float>(t.q0 + t.off - (t.k0 + j));
+      for (size_t i = 0; i < ncols; i += L) {
+        float* p = st + j * lds + i;
+        const auto dist = hn::Abs(hn::Add(hn::Iota(df, static_cast<float>(i)), hn::Set(df, base)));
+        hn::StoreU(hn::MulAdd(neg_slope, dist, hn::LoadU(df, p)), df, p);
+      }
+    }
+  }
+  if (!mask) return;
+  // Query q0 + i sees key k0 + j iff i in [k0 + j - off - right - q0, k0 + j - off + left - q0].
+  const int64_t kBig = int64_t{1} << 30;
+  for (int64_t j = 0; j < t.nk; ++j) {
+    const int64_t key = t.k0 + j;
+    const int64_t lo = t.right >= 0 ? key - t.off - t.right - t.q0 : -kBig;
+    const int64_t hi = t.left >= 0 ? key - t.off + t.left - t.q0 : kBig;
+    // Strict comparisons against lo - 1 and hi + 1: integer >= and <= are not on every target.
+    const auto vlo = hn::Set(di, static_cast<int32_t>(std::max(lo, -kBig) - 1));
+    const auto vhi = hn::Set(di, static_cast<int32_t>(std::min(hi, kBig) + 1));
+    for (size_t i = 0; i < ncols; i += L) {
+      float* p = st + j * lds + i;
+      const auto idx = hn::Iota(di, static_cast<int32_t>(i));
+      const auto visible = hn::And(hn::Gt(idx, vlo), hn::Lt(idx, vhi));
+      hn::StoreU(hn::IfThenElse(hn::RebindMask(df, visible), hn::LoadU(df, p), neg_inf), df, p);
+    }
+  }
+}
+
+}  // namespace subq::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // per-target include guard

@@ -1,0 +1,167 @@
+#include "subq/threads.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "subq/error.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SUBQ_PAUSE() _mm_pause()
+#else
+#define SUBQ_PAUSE() std::this_thread::yield()
+#endif
+
+namespace subq {
+
+namespace {
+
+// How long an idle worker spins before it sleeps. Long enough to cover the gap between two
+// back-to-back kernel calls (a decode step, the tiles of a bench), short enough not to burn a
+// core when the pool is idle. Measured: a wake from the futex costs ~30-60 us, a wake from the
+// spin ~1 us (docs/performance.md).
+constexpr int kSpinIterations = 1 << 16;
+
+thread_local bool t_inside_parallel = false;
+thread_local int t_thread_index = 0;  // this thread's index in the job it is running
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int nthreads) : nthreads_(nthreads) {
+    for (int t = 1; t < nthreads_; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
+  }
+  ~ThreadPool() {
+    stop_.store(true);
+    generation_.fetch_add(1);
+    generation_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+  int size() const { return nthreads_; }
+
+  void run(int64_t n, const std::function<void(int64_t, int)>& fn) {
+    std::lock_guard<std::mutex> lock(run_mutex_);  // one job at a time from outside callers
+    fn_ = &fn;
+    n_ = n;
+    next_.store(0);
+    error_ = nullptr;
+    pending_.store(nthreads_ - 1);
+    generation_.fetch_add(1, std::memory_order_release);
+    generation_.notify_all();
+    work(0);
+    // Wait for the workers: spin first (jobs are usually balanced), then sleep.
+    for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i)
+      SUBQ_PAUSE();
+    for (int p; (p = pending_.load(std::memory_order_acquire)) != 0;) pending_.wait(p);
+    fn_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void work(int thread) {
+    t_inside_parallel = true;
+    t_thread_index = thread;
+    for (int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_;) {
+      try {
+        (*fn_)(i, thread);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(n_);  // stop handing out work
+      }
+    }
+    t_inside_parallel = false;
+    t_thread_index = 0;
+  }
+
+  void worker_loop(int thread) {
+    uint64_t seen = 0;
+    while (true) {
+      uint64_t g = generation_.load(std::memory_order_acquire);
+      for (int i = 0; i < kSpinIterations && g == seen; ++i) {
+        SUBQ_PAUSE();
+        g = generation_.load(std::memory_order_acquire);
+      }
+      while (g == seen) {
+        generation_.wait(seen);
+        g = generation_.load(std::memory_order_acquire);
+      }
+      seen = g;
+      if (stop_.load()) return;
+      work(thread);
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+    }
+  }
+
+  const int nthreads_;
+  std::vector<std::thread> workers_;
+  std::mutex run_mutex_, error_mutex_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<int64_t> next_{0};
+  std::atomic<bool> stop_{false};
+  const std::function<void(int64_t, int)>* fn_ = nullptr;
+  int64_t n_ = 0;
+  std::exception_ptr error_;
+};
+
+int default_threads() {
+  if (const char* env = std::getenv("SUBQ_NUM_THREADS"); env && *env) {
+    const int n = std::atoi(env);
+    SUBQ_CHECK_ARG(n >= 1, "SUBQ_NUM_THREADS", "value", "an integer >= 1", '"', env, '"');
+    return n;
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::mutex g_pool_mutex;
+std::shared_ptr<ThreadPool>& pool_slot() {
+  static std::shared_ptr<ThreadPool> pool;
+  return pool;
+}
+
+std::shared_ptr<ThreadPool> get_pool() {
+  std::lock_guard<std::mutex> lock(g_pool_mutex);
+  auto& p = pool_slot();
+  if (!p) p = std::make_shared<ThreadPool>(default_threads());
+  return p;
+}
+
+}  // namespace
+
+int num_threads() { return get_pool()->size(); }
+
+void set_num_threads(int n) {
+  SUBQ_CHECK_ARG(n >= 1, "set_num_threads", "n", ">= 1", n);
+  std::lock_guard<std::mutex> lock(g_pool_mutex);
+  auto& p = pool_slot();
+  if (p && p->size() == n) return;
+  p = std::make_shared<ThreadPool>(n);
+}
+
+int threads_for(int64_t n) {
+  if (t_inside_parallel) return 1;
+  return static_cast<int>(std::min<int64_t>(std::max<int64_t>(n, 1), num_threads()));
+}
+
+void parallel_for(int64_t n, const std::function<void(int64_t, int)>& fn) {
+  if (n <= 0) return;
+  if (t_inside_parallel || n == 1) {
+    // Nested or trivial: run here, under the caller's own thread index (0 at top level), so
+    // per-thread scratch indexed by it stays private.
+    for (int64_t i = 0; i < n; ++i) fn(i, t_thread_index);
+    return;
+  }
+  auto pool = get_pool();
+  if (pool->size() == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i, 0);
+    return;
+  }
+  pool->run(n, fn);
+}
+
+}  // namespace subq
