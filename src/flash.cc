@@ -32,21 +32,30 @@ void check_tensor(const char* where, const char* name, const TensorView& t, int 
   SUBQ_CHECK_ARG(t.data() != nullptr, where, name, "a data pointer", "nullptr");
 }
 
-void check_input(const char* where, const char* name, const TensorView& t, int rank) {
+// The float64 reference also takes f64 tensors (gradient checks by finite differences need
+// them); the fast kernels take f32, bf16 and f16.
+void check_float(const char* where, const char* name, const TensorView& t, bool allow_f64) {
+  if (allow_f64 && t.dtype() == DType::kF64) return;
+  SUBQ_CHECK_ARG(is_input_float(t.dtype()), where, name,
+                 allow_f64 ? "dtype f32, bf16, f16 or f64" : "dtype f32, bf16 or f16",
+                 dtype_name(t.dtype()),
+                 t.dtype() == DType::kF64 ? " (f64 needs impl = ref)" : "");
+}
+
+void check_input(const char* where, const char* name, const TensorView& t, int rank,
+                 bool allow_f64 = false) {
   check_tensor(where, name, t, rank);
-  SUBQ_CHECK_ARG(is_input_float(t.dtype()), where, name, "dtype f32, bf16 or f16",
-                 dtype_name(t.dtype()));
+  check_float(where, name, t, allow_f64);
 }
 
 void check_output(const char* where, const char* name, const TensorView& t,
-                  const std::vector<int64_t>& shape) {
+                  const std::vector<int64_t>& shape, bool allow_f64 = false) {
   check_tensor(where, name, t, static_cast<int>(shape.size()));
   std::string want = "shape [";
   for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
   want += "]";
   SUBQ_CHECK_ARG(t.sizes() == shape, where, name, want, t.describe());
-  SUBQ_CHECK_ARG(is_input_float(t.dtype()), where, name, "dtype f32, bf16 or f16",
-                 dtype_name(t.dtype()));
+  check_float(where, name, t, allow_f64);
 }
 
 void check_lse(const char* where, const TensorView& lse, const std::vector<int64_t>& shape) {
@@ -118,9 +127,10 @@ std::vector<float> read_alibi(const char* where, const TensorView& s, int64_t ns
 
 FlashArgs make_args(const char* where, const TensorView& q, const TensorView& k,
                     const TensorView& v, const FlashOptions& opt) {
-  check_input(where, "q", q, 4);
-  check_input(where, "k", k, 4);
-  check_input(where, "v", v, 4);
+  const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
+  check_input(where, "q", q, 4, f64);
+  check_input(where, "k", k, 4, f64);
+  check_input(where, "v", v, 4, f64);
   check_same_dtype(where, "k", k, q);
   check_same_dtype(where, "v", v, q);
   FlashArgs a;
@@ -166,6 +176,7 @@ FlashArgs make_args(const char* where, const TensorView& q, const TensorView& k,
       SUBQ_CHECK_ARG(c->back() <= rows, where, name,
                      concat("offsets within the ", rows, " packed rows"), c->back());
     }
+    a.varlen = true;
     for (size_t n = 0; n + 1 < cq.size(); ++n)
       a.seqs.push_back({0, cq[n], cq[n + 1] - cq[n], ck[n], ck[n + 1] - ck[n]});
   }
@@ -201,7 +212,8 @@ FlashArgs detail::make_flash_forward_args(const TensorView& q, const TensorView&
                                           const TensorView& lse, const FlashOptions& opt) {
   const char* where = "flash_attention_forward";
   FlashArgs a = make_args(where, q, k, v, opt);
-  check_output(where, "out", out, {q.size(0), q.size(1), a.H, a.Dv});
+  const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
+  check_output(where, "out", out, {q.size(0), q.size(1), a.H, a.Dv}, f64);
   check_lse(where, lse, {q.size(0), a.H, q.size(1)});
   a.out = out;
   a.lse = lse;
@@ -228,13 +240,14 @@ void flash_attention_backward(const TensorView& q, const TensorView& k, const Te
                               const TensorView& dv, const FlashOptions& opt) {
   const char* where = "flash_attention_backward";
   FlashArgs a = make_args(where, q, k, v, opt);
+  const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
   const std::vector<int64_t> oshape = {q.size(0), q.size(1), a.H, a.Dv};
-  check_output(where, "out", out, oshape);
-  check_output(where, "dout", dout, oshape);
+  check_output(where, "out", out, oshape, f64);
+  check_output(where, "dout", dout, oshape, f64);
   check_lse(where, lse, {q.size(0), a.H, q.size(1)});
-  check_output(where, "dq", dq, q.sizes());
-  check_output(where, "dk", dk, k.sizes());
-  check_output(where, "dv", dv, v.sizes());
+  check_output(where, "dq", dq, q.sizes(), f64);
+  check_output(where, "dk", dk, k.sizes(), f64);
+  check_output(where, "dv", dv, v.sizes(), f64);
   a.out = out;
   a.lse = lse;
   a.dout = dout;
@@ -366,8 +379,9 @@ void flash_attention_decode(const TensorView& q, const TensorView& k_cache,
 
 FlashOutput flash_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                             const FlashOptions& opt) {
-  check_input("flash_attention", "q", q, 4);
-  check_input("flash_attention", "v", v, 4);
+  const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
+  check_input("flash_attention", "q", q, 4, f64);
+  check_input("flash_attention", "v", v, 4, f64);
   FlashOutput r;
   r.out = Tensor::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, q.dtype());
   r.lse = Tensor::empty({q.size(0), q.size(2), q.size(1)}, DType::kF32);
@@ -378,9 +392,10 @@ FlashOutput flash_attention(const TensorView& q, const TensorView& k, const Tens
 FlashGrads flash_attention_grad(const TensorView& q, const TensorView& k, const TensorView& v,
                                 const TensorView& out, const TensorView& lse,
                                 const TensorView& dout, const FlashOptions& opt) {
-  check_input("flash_attention_grad", "q", q, 4);
-  check_input("flash_attention_grad", "k", k, 4);
-  check_input("flash_attention_grad", "v", v, 4);
+  const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
+  check_input("flash_attention_grad", "q", q, 4, f64);
+  check_input("flash_attention_grad", "k", k, 4, f64);
+  check_input("flash_attention_grad", "v", v, 4, f64);
   FlashGrads g;
   g.dq = Tensor::empty(q.sizes(), q.dtype());
   g.dk = Tensor::empty(k.sizes(), k.dtype());

@@ -29,6 +29,7 @@ struct FlashArgs {
   int64_t left = -1, right = -1;      // resolved window (causal folded into right); -1 unbounded
   std::vector<float> alibi;           // empty, or slope of (sequence n, head h) at n * H + h
   std::vector<FlashSeq> seqs;
+  bool varlen = false;                // seqs come from cu_seqlens (rows may be left uncovered)
 
   int64_t group() const { return H / Hkv; }  // query heads per kv head
   float slope(size_t n, int64_t h) const { return alibi.empty() ? 0.f : alibi[n * H + h]; }
