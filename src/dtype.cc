@@ -6,18 +6,6 @@
 
 namespace subq {
 
-size_t dtype_size(DType dt) {
-  switch (dt) {
-    case DType::kF32: return 4;
-    case DType::kBF16: return 2;
-    case DType::kF16: return 2;
-    case DType::kF64: return 8;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
-  }
-  return 0;
-}
-
 std::string_view dtype_name(DType dt) {
   switch (dt) {
     case DType::kF32: return "f32";

@@ -59,15 +59,9 @@ TensorView::TensorView(void* data, DType dtype, const std::vector<int64_t>& shap
   rank_ = static_cast<int>(shape.size());
 }
 
-int TensorView::norm_dim(int dim) const {
-  const int d = dim < 0 ? dim + rank_ : dim;
-  SUBQ_CHECK(defined() && d >= 0 && d < rank_, "TensorView: dim ", dim,
-             " out of range for rank ", rank_);
-  return d;
+void TensorView::bad_dim(int dim) const {
+  throw Error(detail::concat("TensorView: dim ", dim, " out of range for rank ", rank_));
 }
-
-int64_t TensorView::size(int dim) const { return shape_[norm_dim(dim)]; }
-int64_t TensorView::stride(int dim) const { return strides_[norm_dim(dim)]; }
 
 std::vector<int64_t> TensorView::sizes() const {
   return std::vector<int64_t>(shape_.begin(), shape_.begin() + std::max(rank_, 0));

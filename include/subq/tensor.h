@@ -37,9 +37,9 @@ class TensorView {
   T* data_as() const {
     return static_cast<T*>(data_);
   }
-  // Negative dims count from the end, as in torch.
-  int64_t size(int dim) const;
-  int64_t stride(int dim) const;
+  // Negative dims count from the end, as in torch. Inline: kernels call these per row.
+  int64_t size(int dim) const { return shape_[norm_dim(dim)]; }
+  int64_t stride(int dim) const { return strides_[norm_dim(dim)]; }
   std::vector<int64_t> sizes() const;
   std::vector<int64_t> strides() const;
   int64_t numel() const;
@@ -51,7 +51,12 @@ class TensorView {
   std::string describe() const;
 
  private:
-  int norm_dim(int dim) const;
+  int norm_dim(int dim) const {
+    const int d = dim < 0 ? dim + rank_ : dim;
+    if (d < 0 || d >= rank_) bad_dim(dim);
+    return d;
+  }
+  [[noreturn]] void bad_dim(int dim) const;
 
   void* data_ = nullptr;
   DType dtype_ = DType::kF32;
