@@ -381,6 +381,7 @@ FlashOutput flash_attention(const TensorView& q, const TensorView& k, const Tens
                             const FlashOptions& opt) {
   const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
   check_input("flash_attention", "q", q, 4, f64);
+  check_input("flash_attention", "k", k, 4, f64);
   check_input("flash_attention", "v", v, 4, f64);
   FlashOutput r;
   r.out = Tensor::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, q.dtype());
