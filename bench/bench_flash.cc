@@ -26,7 +26,9 @@ Tensor randn(const std::vector<int64_t>& shape, DType dt, uint64_t seed) {
   return t;
 }
 
-double mib(size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
+double mib(size_t bytes) {
+  return static_cast<double>(bytes) / (1024.0 * 1024.0);
+}
 
 // FLOPs of the forward: FlashAttention's formula (4 B H Tq Tk D, halved when causal); with a
 // window, the visible (query, key) pairs are counted exactly instead.
@@ -57,8 +59,7 @@ void run_flash_bench(const FlashBenchConfig& c) {
   SUBQ_CHECK_ARG(c.warmup >= 0, where, "--warmup", ">= 0", c.warmup);
   const int64_t Hkv = c.Hkv ? c.Hkv : c.H;
   const DType dt = dtype_from_name(c.dtype);
-  SUBQ_CHECK_ARG(dt == DType::kF32 || dt == DType::kBF16, where, "--dtype", "f32 or bf16",
-                 c.dtype);
+  SUBQ_CHECK_ARG(dt == DType::kF32 || dt == DType::kBF16, where, "--dtype", "f32 or bf16", c.dtype);
   const auto win = parse_int_list(c.window, "--window");
   SUBQ_CHECK_ARG(win.size() == 2, where, "--window", "two values L,R", '"', c.window, '"');
   const Impl impl = impl_from_name(c.impl);
@@ -97,9 +98,9 @@ void run_flash_bench(const FlashBenchConfig& c) {
     for (int t : counts) {
       const double peak = peak_gflops(t);
       set_num_threads(t);
-      const Timing tm = time_runs(
-          [&] { flash_attention_decode(q, kc, vc, lens, {}, {}, out, lse, opt); }, c.warmup,
-          c.reps);
+      const Timing tm =
+          time_runs([&] { flash_attention_decode(q, kc, vc, lens, {}, {}, out, lse, opt); },
+                    c.warmup, c.reps);
       row.threads = t;
       row.ms = tm.median_ms;
       row.gflops = flops / (tm.median_ms * 1e-3) * 1e-9;
@@ -128,8 +129,8 @@ void run_flash_bench(const FlashBenchConfig& c) {
   for (int t : counts) {
     const double peak = peak_gflops(t);
     set_num_threads(t);
-    const Timing tf = time_runs([&] { flash_attention_forward(q, k, v, out, lse, opt); },
-                                c.warmup, c.reps);
+    const Timing tf =
+        time_runs([&] { flash_attention_forward(q, k, v, out, lse, opt); }, c.warmup, c.reps);
     row.threads = t;
     row.pass = "fwd";
     row.ms = tf.median_ms;
@@ -139,9 +140,9 @@ void run_flash_bench(const FlashBenchConfig& c) {
     row.io_mib = mib(fwd_io);
     rep.add(row);
     if (c.backward) {
-      const Timing tb = time_runs(
-          [&] { flash_attention_backward(q, k, v, out, lse, dout, dq, dk, dv, opt); }, c.warmup,
-          c.reps);
+      const Timing tb =
+          time_runs([&] { flash_attention_backward(q, k, v, out, lse, dout, dq, dk, dv, opt); },
+                    c.warmup, c.reps);
       row.pass = "bwd";
       row.ms = tb.median_ms;
       row.gflops = 2.5 * flops / (tb.median_ms * 1e-3) * 1e-9;

@@ -11,10 +11,10 @@ struct FlashBenchConfig {
   bool causal = false;
   std::string window = "-1,-1";  // "L,R"
   std::string dtype = "f32";
-  bool backward = false;         // also time the backward (pass = bwd)
-  bool decode = false;           // one query token against a KV cache of T tokens
+  bool backward = false;  // also time the backward (pass = bwd)
+  bool decode = false;    // one query token against a KV cache of T tokens
   std::string impl = "fast";
-  std::string threads;           // "1,2": one row per thread count; empty: all threads
+  std::string threads;  // "1,2": one row per thread count; empty: all threads
   bool csv = false;
   int warmup = 1, reps = 5;
 };

@@ -30,7 +30,8 @@ double median_gflops(double flops, const std::function<void()>& fn) {
   for (int i = 0; i < 200; ++i) fn();
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 200; ++i) fn();
-  const double once = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 200;
+  const double once =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 200;
   const int reps = std::max(1, static_cast<int>(0.02 / once));
   std::vector<double> g;
   for (int s = 0; s < 7; ++s) {
@@ -52,10 +53,12 @@ void transpose(const float* in, int rows, int cols, float* out) {  // out[c][r] 
 
 int main() {
   libxsmm_init();
-  std::printf("target %s, f32 lanes %zu\n", hwy::TargetName(hwy::SupportedTargets() & -hwy::SupportedTargets()),
+  std::printf("target %s, f32 lanes %zu\n",
+              hwy::TargetName(hwy::SupportedTargets() & -hwy::SupportedTargets()),
               subq::cpu::simd_lanes_f32());
   std::printf("%-10s %-4s %-26s %10s\n", "MxNxK", "op", "candidate", "GFLOP/s");
-  const int shapes[][3] = {{64, 64, 64}, {64, 64, 128}, {64, 128, 64}, {128, 128, 128}};
+  const int shapes[][3] = {{64, 64, 64},  {64, 64, 128}, {64, 128, 64},
+                           {48, 48, 128}, {48, 128, 48}, {128, 128, 128}};
   for (const auto& s : shapes) {
     const int M = s[0], N = s[1], K = s[2];
     const double flops = 2.0 * M * N * K;
@@ -109,7 +112,8 @@ int main() {
       libxsmm_smmfunction ft =
           libxsmm_smmdispatch(m, n, k, &ldat, &ldb, &ldc, &alpha, &beta, &tflags, &prefetch);
       if (ft) {
-        report("NT", "libxsmm JIT trans", median_gflops(flops, [&] { ft(Bt.data(), A.data(), C.data()); }));
+        report("NT", "libxsmm JIT trans",
+               median_gflops(flops, [&] { ft(Bt.data(), A.data(), C.data()); }));
       } else {
         std::printf("%-10s %-4s %-26s %10s\n", shape, "NT", "libxsmm JIT trans", "no kernel");
       }
@@ -120,7 +124,8 @@ int main() {
       Eigen::Map<RowMat> a(A.data(), M, K), b(B.data(), K, N), bt(Bt.data(), N, K),
           c(C.data(), M, N);
       report("NN", "Eigen", median_gflops(flops, [&] { c.noalias() = a * b; }));
-      report("NT", "Eigen (transpose expr)", median_gflops(flops, [&] { c.noalias() = a * bt.transpose(); }));
+      report("NT", "Eigen (transpose expr)",
+             median_gflops(flops, [&] { c.noalias() = a * bt.transpose(); }));
     }
 
     // Naive triple loop, compiled with the same flags: the floor.

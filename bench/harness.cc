@@ -27,7 +27,8 @@ Timing time_runs(const std::function<void()>& fn, int warmup, int reps) {
   Timing t;
   t.runs = static_cast<int>(ms.size());
   t.min_ms = ms.front();
-  t.median_ms = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
+  t.median_ms =
+      ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
   return t;
 }
 

@@ -48,10 +48,12 @@ std::vector<Check> all_checks() {
   // Exact attention forward, fp32, with every option in play across a few odd shapes.
   checks.push_back({"flash_forward", "f32 causal/window/softcap/alibi/GQA", 1e-5, [](uint64_t s) {
                       double worst = 0;
-                      struct Shape { int64_t Tq, Tk, H, Hkv, D; };
+                      struct Shape {
+                        int64_t Tq, Tk, H, Hkv, D;
+                      };
                       for (auto [Tq, Tk, H, Hkv, D] :
-                           {Shape{1, 1, 1, 1, 16}, Shape{65, 65, 4, 2, 60}, Shape{37, 100, 3, 1, 100},
-                            Shape{130, 130, 2, 2, 128}}) {
+                           {Shape{1, 1, 1, 1, 16}, Shape{65, 65, 4, 2, 60},
+                            Shape{37, 100, 3, 1, 100}, Shape{130, 130, 2, 2, 128}}) {
                         Tensor q = randn({2, Tq, H, D}, DType::kF32, s);
                         Tensor k = randn({2, Tk, Hkv, D}, DType::kF32, s + 1);
                         Tensor v = randn({2, Tk, Hkv, D}, DType::kF32, s + 2);
@@ -89,7 +91,8 @@ std::vector<Check> all_checks() {
                       Tensor q = randn({1, 150, 2, 32}, DType::kF32, s);
                       Tensor k = randn({1, 180, 2, 32}, DType::kF32, s + 1);
                       Tensor v = randn({1, 180, 2, 32}, DType::kF32, s + 2);
-                      Tensor cq = Tensor::empty({4}, DType::kI32), ck = Tensor::empty({4}, DType::kI32);
+                      Tensor cq = Tensor::empty({4}, DType::kI32),
+                             ck = Tensor::empty({4}, DType::kI32);
                       const int offq[] = {0, 10, 80, 150}, offk[] = {0, 30, 100, 180};
                       for (int64_t i = 0; i < 4; ++i) {
                         set_element(cq, {i}, offq[i]);
@@ -104,21 +107,21 @@ std::vector<Check> all_checks() {
                       FlashOutput r = flash_attention(q, k, v, o);
                       return std::max(rel_err(f.out, r.out), rel_err(f.lse, r.lse));
                     }});
-  checks.push_back({"flash_backward", "f32 causal GQA softcap", 1e-5, [](uint64_t s) {
-                      Tensor q = randn({2, 70, 4, 48}, DType::kF32, s);
-                      Tensor k = randn({2, 90, 2, 48}, DType::kF32, s + 1);
-                      Tensor v = randn({2, 90, 2, 40}, DType::kF32, s + 2);
-                      Tensor dout = randn({2, 70, 4, 40}, DType::kF32, s + 3);
-                      FlashOptions o;
-                      o.causal = true;
-                      o.softcap = 4.f;
-                      FlashOutput f = flash_attention(q, k, v, o);
-                      FlashGrads g = flash_attention_grad(q, k, v, f.out, f.lse, dout, o);
-                      o.impl = Impl::kRef;
-                      FlashGrads r = flash_attention_grad(q, k, v, f.out, f.lse, dout, o);
-                      return std::max({rel_err(g.dq, r.dq), rel_err(g.dk, r.dk),
-                                       rel_err(g.dv, r.dv)});
-                    }});
+  checks.push_back(
+      {"flash_backward", "f32 causal GQA softcap", 1e-5, [](uint64_t s) {
+         Tensor q = randn({2, 70, 4, 48}, DType::kF32, s);
+         Tensor k = randn({2, 90, 2, 48}, DType::kF32, s + 1);
+         Tensor v = randn({2, 90, 2, 40}, DType::kF32, s + 2);
+         Tensor dout = randn({2, 70, 4, 40}, DType::kF32, s + 3);
+         FlashOptions o;
+         o.causal = true;
+         o.softcap = 4.f;
+         FlashOutput f = flash_attention(q, k, v, o);
+         FlashGrads g = flash_attention_grad(q, k, v, f.out, f.lse, dout, o);
+         o.impl = Impl::kRef;
+         FlashGrads r = flash_attention_grad(q, k, v, f.out, f.lse, dout, o);
+         return std::max({rel_err(g.dq, r.dq), rel_err(g.dk, r.dk), rel_err(g.dv, r.dv)});
+       }});
   for (bool ring : {false, true}) {
     checks.push_back({"flash_decode", ring ? "f32 ring buffer, window 31" : "f32 GQA, 2 new tokens",
                       1e-5, [ring](uint64_t s) {
@@ -143,8 +146,7 @@ std::vector<Check> all_checks() {
                         Tensor rout = Tensor::empty({B, Tn, H, D}, DType::kF32);
                         Tensor rlse = Tensor::empty({B, H, Tn}, DType::kF32);
                         flash_attention_decode(q, kc2, vc2, lens, kn, vn, rout, rlse, o);
-                        return std::max({rel_err(out, rout), rel_err(lse, rlse),
-                                         rel_err(kc, kc2)});
+                        return std::max({rel_err(out, rout), rel_err(lse, rlse), rel_err(kc, kc2)});
                       }});
   }
   return checks;

@@ -48,7 +48,8 @@ int main(int argc, char** argv) {
   flash->add_flag("--backward", fc.backward, "Also time the backward (pass = bwd)");
   flash->add_flag("--decode", fc.decode, "One query token against a KV cache of T tokens");
   flash->add_option("--impl", fc.impl, "fast | ref")->capture_default_str();
-  flash->add_option("--threads", fc.threads, "Thread counts, e.g. 1,2: one row each (default: all)");
+  flash->add_option("--threads", fc.threads,
+                    "Thread counts, e.g. 1,2: one row each (default: all)");
   flash->add_flag("--csv", fc.csv, "CSV output");
   flash->add_option("--warmup", fc.warmup, "Untimed runs first")->capture_default_str();
   flash->add_option("--reps", fc.reps, "Timed runs (the median is reported)")
@@ -75,6 +76,10 @@ int main(int argc, char** argv) {
   }
 
   try {
+    // Environment settings are arguments too: a bad SUBQ_IMPL or SUBQ_NUM_THREADS is reported
+    // here, once, rather than inside the first op.
+    subq::resolve_impl(subq::Impl::kAuto);
+    subq::num_threads();
     if (*peak) {
       subq::bench::run_peak_bench(peak_threads, peak_csv);
     } else if (*flash) {

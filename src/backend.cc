@@ -31,9 +31,12 @@ void set_default_impl(Impl impl) {
 
 std::string_view impl_name(Impl impl) {
   switch (impl) {
-    case Impl::kAuto: return "auto";
-    case Impl::kFast: return "fast";
-    case Impl::kRef: return "ref";
+    case Impl::kAuto:
+      return "auto";
+    case Impl::kFast:
+      return "fast";
+    case Impl::kRef:
+      return "ref";
   }
   return "?";
 }

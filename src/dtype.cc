@@ -8,12 +8,18 @@ namespace subq {
 
 std::string_view dtype_name(DType dt) {
   switch (dt) {
-    case DType::kF32: return "f32";
-    case DType::kBF16: return "bf16";
-    case DType::kF16: return "f16";
-    case DType::kF64: return "f64";
-    case DType::kI32: return "i32";
-    case DType::kI64: return "i64";
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "f16";
+    case DType::kF64:
+      return "f64";
+    case DType::kI32:
+      return "i32";
+    case DType::kI64:
+      return "i64";
   }
   return "?";
 }
@@ -53,13 +59,13 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00;  // NaN
+  if (abs > 0x7f800000u) return sign | 0x7e00;   // NaN
   if (abs >= 0x477ff000u) return sign | 0x7c00;  // rounds to >= 65520: inf
   if (abs < 0x38800000u) {                       // below the smallest normal half, 2^-14
     // Subnormal half: value / 2^-24 rounded to nearest even, done exactly in float arithmetic.
     float a;
     std::memcpy(&a, &abs, 4);
-    const float scaled = a * 16777216.0f;  // * 2^24, exact
+    const float scaled = a * 16777216.0f;    // * 2^24, exact
     const float r = std::nearbyint(scaled);  // current rounding mode: to nearest even
     return sign | static_cast<uint16_t>(r);
   }
@@ -71,9 +77,12 @@ uint16_t f32_to_f16(float f) {
 
 float round_to(DType dt, float x) {
   switch (dt) {
-    case DType::kBF16: return bf16_to_f32(f32_to_bf16(x));
-    case DType::kF16: return f16_to_f32(f32_to_f16(x));
-    default: return x;
+    case DType::kBF16:
+      return bf16_to_f32(f32_to_bf16(x));
+    case DType::kF16:
+      return f16_to_f32(f32_to_f16(x));
+    default:
+      return x;
   }
 }
 
@@ -100,20 +109,34 @@ void convert(const void* src, DType src_dt, void* dst, DType dst_dt, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     double x = 0;
     switch (src_dt) {
-      case DType::kF32: x = static_cast<const float*>(src)[i]; break;
-      case DType::kF64: x = static_cast<const double*>(src)[i]; break;
+      case DType::kF32:
+        x = static_cast<const float*>(src)[i];
+        break;
+      case DType::kF64:
+        x = static_cast<const double*>(src)[i];
+        break;
       case DType::kBF16:
-      case DType::kF16: x = load_as_double(static_cast<const uint16_t*>(src), i, src_dt); break;
-      default: break;
+      case DType::kF16:
+        x = load_as_double(static_cast<const uint16_t*>(src), i, src_dt);
+        break;
+      default:
+        break;
     }
     switch (dst_dt) {
-      case DType::kF32: static_cast<float*>(dst)[i] = static_cast<float>(x); break;
-      case DType::kF64: static_cast<double*>(dst)[i] = x; break;
+      case DType::kF32:
+        static_cast<float*>(dst)[i] = static_cast<float>(x);
+        break;
+      case DType::kF64:
+        static_cast<double*>(dst)[i] = x;
+        break;
       case DType::kBF16:
         static_cast<uint16_t*>(dst)[i] = f32_to_bf16(static_cast<float>(x));
         break;
-      case DType::kF16: static_cast<uint16_t*>(dst)[i] = f32_to_f16(static_cast<float>(x)); break;
-      default: break;
+      case DType::kF16:
+        static_cast<uint16_t*>(dst)[i] = f32_to_f16(static_cast<float>(x));
+        break;
+      default:
+        break;
     }
   }
 }

@@ -26,8 +26,8 @@ bool is_input_float(DType dt) {
 
 void check_tensor(const char* where, const char* name, const TensorView& t, int rank) {
   SUBQ_CHECK_ARG(t.defined(), where, name, concat("a rank-", rank, " tensor"), "none");
-  SUBQ_CHECK_ARG(t.rank() == rank, where, name, concat("rank ", rank), t.rank(), " (",
-                 t.describe(), ")");
+  SUBQ_CHECK_ARG(t.rank() == rank, where, name, concat("rank ", rank), t.rank(), " (", t.describe(),
+                 ")");
   SUBQ_CHECK_ARG(t.numel() > 0, where, name, "a non-empty tensor", t.describe());
   SUBQ_CHECK_ARG(t.data() != nullptr, where, name, "a data pointer", "nullptr");
 }
@@ -38,8 +38,7 @@ void check_float(const char* where, const char* name, const TensorView& t, bool 
   if (allow_f64 && t.dtype() == DType::kF64) return;
   SUBQ_CHECK_ARG(is_input_float(t.dtype()), where, name,
                  allow_f64 ? "dtype f32, bf16, f16 or f64" : "dtype f32, bf16 or f16",
-                 dtype_name(t.dtype()),
-                 t.dtype() == DType::kF64 ? " (f64 needs impl = ref)" : "");
+                 dtype_name(t.dtype()), t.dtype() == DType::kF64 ? " (f64 needs impl = ref)" : "");
 }
 
 void check_input(const char* where, const char* name, const TensorView& t, int rank,
@@ -60,15 +59,13 @@ void check_output(const char* where, const char* name, const TensorView& t,
 
 void check_lse(const char* where, const TensorView& lse, const std::vector<int64_t>& shape) {
   check_output(where, "lse", lse, shape);
-  SUBQ_CHECK_ARG(lse.dtype() == DType::kF32, where, "lse", "dtype f32",
-                 dtype_name(lse.dtype()));
+  SUBQ_CHECK_ARG(lse.dtype() == DType::kF32, where, "lse", "dtype f32", dtype_name(lse.dtype()));
 }
 
 void check_same_dtype(const char* where, const char* name, const TensorView& t,
                       const TensorView& q) {
   SUBQ_CHECK_ARG(t.dtype() == q.dtype(), where, name,
-                 concat("dtype ", dtype_name(q.dtype()), " (same as q)"),
-                 dtype_name(t.dtype()));
+                 concat("dtype ", dtype_name(q.dtype()), " (same as q)"), dtype_name(t.dtype()));
 }
 
 std::vector<int64_t> read_offsets(const char* where, const char* name, const TensorView& t) {
@@ -79,8 +76,7 @@ std::vector<int64_t> read_offsets(const char* where, const char* name, const Ten
                  t.size(0));
   SUBQ_CHECK_ARG(t.data() != nullptr, where, name, "a data pointer", "nullptr");
   std::vector<int64_t> v(t.size(0));
-  for (int64_t i = 0; i < t.size(0); ++i)
-    v[i] = static_cast<int64_t>(load_at(t, i * t.stride(0)));
+  for (int64_t i = 0; i < t.size(0); ++i) v[i] = static_cast<int64_t>(load_at(t, i * t.stride(0)));
   return v;
 }
 
@@ -144,8 +140,7 @@ FlashArgs make_args(const char* where, const TensorView& q, const TensorView& k,
   a.Dv = v.size(3);
   SUBQ_CHECK_ARG(k.size(0) == B, where, "k", concat("batch ", B, " (q.size(0))"), k.size(0));
   SUBQ_CHECK_ARG(v.size(0) == B, where, "v", concat("batch ", B, " (q.size(0))"), v.size(0));
-  SUBQ_CHECK_ARG(k.size(3) == a.D, where, "k", concat("head dim ", a.D, " (q.size(3))"),
-                 k.size(3));
+  SUBQ_CHECK_ARG(k.size(3) == a.D, where, "k", concat("head dim ", a.D, " (q.size(3))"), k.size(3));
   SUBQ_CHECK_ARG(v.size(1) == k.size(1), where, "v",
                  concat("sequence length ", k.size(1), " (k.size(1))"), v.size(1));
   SUBQ_CHECK_ARG(v.size(2) == a.Hkv, where, "v", concat("kv heads ", a.Hkv, " (k.size(2))"),
@@ -171,8 +166,8 @@ FlashArgs make_args(const char* where, const TensorView& q, const TensorView& k,
       const int64_t rows = c == &cq ? q.size(1) : k.size(1);
       SUBQ_CHECK_ARG((*c)[0] == 0, where, name, "offsets starting at 0", (*c)[0]);
       for (size_t i = 1; i < c->size(); ++i)
-        SUBQ_CHECK_ARG((*c)[i] >= (*c)[i - 1], where, name, "non-decreasing offsets",
-                       (*c)[i - 1], " then ", (*c)[i], " at index ", i);
+        SUBQ_CHECK_ARG((*c)[i] >= (*c)[i - 1], where, name, "non-decreasing offsets", (*c)[i - 1],
+                       " then ", (*c)[i], " at index ", i);
       SUBQ_CHECK_ARG(c->back() <= rows, where, name,
                      concat("offsets within the ", rows, " packed rows"), c->back());
     }
@@ -235,9 +230,9 @@ void flash_attention_forward(const TensorView& q, const TensorView& k, const Ten
 }
 
 void flash_attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
-                              const TensorView& out, const TensorView& lse,
-                              const TensorView& dout, const TensorView& dq, const TensorView& dk,
-                              const TensorView& dv, const FlashOptions& opt) {
+                              const TensorView& out, const TensorView& lse, const TensorView& dout,
+                              const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                              const FlashOptions& opt) {
   const char* where = "flash_attention_backward";
   FlashArgs a = make_args(where, q, k, v, opt);
   const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
@@ -273,17 +268,16 @@ void flash_attention_backward(const TensorView& q, const TensorView& k, const Te
 
 void flash_attention_decode(const TensorView& q, const TensorView& k_cache,
                             const TensorView& v_cache, const TensorView& cache_seqlens,
-                            const TensorView& k_new, const TensorView& v_new,
-                            const TensorView& out, const TensorView& lse,
-                            const FlashDecodeOptions& opt) {
+                            const TensorView& k_new, const TensorView& v_new, const TensorView& out,
+                            const TensorView& lse, const FlashDecodeOptions& opt) {
   const char* where = "flash_attention_decode";
   check_input(where, "q", q, 4);
   check_input(where, "k_cache", k_cache, 4);
   check_input(where, "v_cache", v_cache, 4);
   check_same_dtype(where, "k_cache", k_cache, q);
   check_same_dtype(where, "v_cache", v_cache, q);
-  SUBQ_CHECK_ARG(!opt.cu_seqlens_q.defined() && !opt.cu_seqlens_k.defined(), where,
-                 "cu_seqlens", "none (decode takes a padded batch and cache_seqlens)", "given");
+  SUBQ_CHECK_ARG(!opt.cu_seqlens_q.defined() && !opt.cu_seqlens_k.defined(), where, "cu_seqlens",
+                 "none (decode takes a padded batch and cache_seqlens)", "given");
   FlashDecodeArgs a;
   a.B = q.size(0);
   a.Tn = q.size(1);
@@ -294,8 +288,8 @@ void flash_attention_decode(const TensorView& q, const TensorView& k_cache,
   a.Dv = v_cache.size(3);
   SUBQ_CHECK_ARG(k_cache.size(0) == a.B, where, "k_cache", concat("batch ", a.B, " (q.size(0))"),
                  k_cache.size(0));
-  SUBQ_CHECK_ARG(k_cache.size(3) == a.D, where, "k_cache",
-                 concat("head dim ", a.D, " (q.size(3))"), k_cache.size(3));
+  SUBQ_CHECK_ARG(k_cache.size(3) == a.D, where, "k_cache", concat("head dim ", a.D, " (q.size(3))"),
+                 k_cache.size(3));
   SUBQ_CHECK_ARG(v_cache.size(0) == a.B && v_cache.size(1) == a.C && v_cache.size(2) == a.Hkv,
                  where, "v_cache", concat("shape [", a.B, ", ", a.C, ", ", a.Hkv, ", Dv]"),
                  v_cache.describe());
@@ -317,9 +311,8 @@ void flash_attention_decode(const TensorView& q, const TensorView& k_cache,
 
   const bool append = k_new.defined() || v_new.defined();
   if (append) {
-    SUBQ_CHECK_ARG(k_new.defined() && v_new.defined(), where,
-                   k_new.defined() ? "v_new" : "k_new", "both k_new and v_new, or neither",
-                   "only one");
+    SUBQ_CHECK_ARG(k_new.defined() && v_new.defined(), where, k_new.defined() ? "v_new" : "k_new",
+                   "both k_new and v_new, or neither", "only one");
     check_input(where, "k_new", k_new, 4);
     check_input(where, "v_new", v_new, 4);
     check_same_dtype(where, "k_new", k_new, q);
@@ -327,16 +320,15 @@ void flash_attention_decode(const TensorView& q, const TensorView& k_cache,
     SUBQ_CHECK_ARG(k_new.sizes() == std::vector<int64_t>({a.B, a.Tn, a.Hkv, a.D}), where, "k_new",
                    concat("shape [", a.B, ", ", a.Tn, ", ", a.Hkv, ", ", a.D, "]"),
                    k_new.describe());
-    SUBQ_CHECK_ARG(v_new.sizes() == std::vector<int64_t>({a.B, a.Tn, a.Hkv, a.Dv}), where,
-                   "v_new", concat("shape [", a.B, ", ", a.Tn, ", ", a.Hkv, ", ", a.Dv, "]"),
+    SUBQ_CHECK_ARG(v_new.sizes() == std::vector<int64_t>({a.B, a.Tn, a.Hkv, a.Dv}), where, "v_new",
+                   concat("shape [", a.B, ", ", a.Tn, ", ", a.Hkv, ", ", a.Dv, "]"),
                    v_new.describe());
   }
-  SUBQ_CHECK_ARG(cache_seqlens.defined() && cache_seqlens.rank() == 1 &&
-                     cache_seqlens.size(0) == a.B,
-                 where, "cache_seqlens", concat("shape [", a.B, "]"), cache_seqlens.describe());
   SUBQ_CHECK_ARG(
-      cache_seqlens.dtype() == DType::kI32 || cache_seqlens.dtype() == DType::kI64, where,
-      "cache_seqlens", "dtype i32 or i64", dtype_name(cache_seqlens.dtype()));
+      cache_seqlens.defined() && cache_seqlens.rank() == 1 && cache_seqlens.size(0) == a.B, where,
+      "cache_seqlens", concat("shape [", a.B, "]"), cache_seqlens.describe());
+  SUBQ_CHECK_ARG(cache_seqlens.dtype() == DType::kI32 || cache_seqlens.dtype() == DType::kI64,
+                 where, "cache_seqlens", "dtype i32 or i64", dtype_name(cache_seqlens.dtype()));
   for (int64_t b = 0; b < a.B; ++b) {
     const int64_t len = static_cast<int64_t>(get_element(cache_seqlens, {b}));
     const int64_t total = len + (append ? a.Tn : 0);
@@ -346,8 +338,8 @@ void flash_attention_decode(const TensorView& q, const TensorView& k_cache,
                    " at batch ", b);
     if (!a.ring)
       SUBQ_CHECK_ARG(total <= a.C, where, "cache_seqlens",
-                     concat("room for ", append ? a.Tn : 0, " new tokens in capacity ", a.C),
-                     len, " at batch ", b);
+                     concat("room for ", append ? a.Tn : 0, " new tokens in capacity ", a.C), len,
+                     " at batch ", b);
     a.total.push_back(total);
   }
   a.alibi = read_alibi(where, opt.alibi_slopes, a.B, a.H);

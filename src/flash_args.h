@@ -21,15 +21,15 @@ struct FlashSeq {
 };
 
 struct FlashArgs {
-  TensorView q, k, v, out, lse;       // forward
-  TensorView dout, dq, dk, dv;        // backward only
+  TensorView q, k, v, out, lse;  // forward
+  TensorView dout, dq, dk, dv;   // backward only
   int64_t H = 0, Hkv = 0, D = 0, Dv = 0;
   float scale = 1.f;
-  float softcap = 0.f;                // 0: off
-  int64_t left = -1, right = -1;      // resolved window (causal folded into right); -1 unbounded
-  std::vector<float> alibi;           // empty, or slope of (sequence n, head h) at n * H + h
+  float softcap = 0.f;            // 0: off
+  int64_t left = -1, right = -1;  // resolved window (causal folded into right); -1 unbounded
+  std::vector<float> alibi;       // empty, or slope of (sequence n, head h) at n * H + h
   std::vector<FlashSeq> seqs;
-  bool varlen = false;                // seqs come from cu_seqlens (rows may be left uncovered)
+  bool varlen = false;  // seqs come from cu_seqlens (rows may be left uncovered)
 
   int64_t group() const { return H / Hkv; }  // query heads per kv head
   float slope(size_t n, int64_t h) const { return alibi.empty() ? 0.f : alibi[n * H + h]; }
@@ -52,8 +52,8 @@ struct FlashDecodeArgs {
   int64_t B = 0, Tn = 0, C = 0, H = 0, Hkv = 0, D = 0, Dv = 0;
   float scale = 1.f, softcap = 0.f;
   int64_t left = -1, right = -1;
-  std::vector<float> alibi;           // empty or [B * H]
-  std::vector<int64_t> total;         // tokens in the cache per sequence, new ones included
+  std::vector<float> alibi;    // empty or [B * H]
+  std::vector<int64_t> total;  // tokens in the cache per sequence, new ones included
   bool ring = false;
   int num_splits = 0;
 

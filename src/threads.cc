@@ -1,6 +1,7 @@
 #include "subq/threads.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -21,11 +22,25 @@ namespace subq {
 
 namespace {
 
-// How long an idle worker spins before it sleeps. Long enough to cover the gap between two
-// back-to-back kernel calls (a decode step, the tiles of a bench), short enough not to burn a
-// core when the pool is idle. Measured: a wake from the futex costs ~30-60 us, a wake from the
-// spin ~1 us (docs/performance.md).
-constexpr int kSpinIterations = 1 << 16;
+// How long an idle worker spins before it sleeps on a futex. A wake from the futex costs
+// 50-60 us on the KVM machines we measured, a wake from the spin under 1 us, so workers spin
+// through the gaps between the ops of a model step (docs/performance.md). An idle process
+// stops burning CPU after this long.
+constexpr auto kSpinTime = std::chrono::milliseconds(5);
+
+// Spins until pred() holds or kSpinTime passes; returns whether pred() holds. The clock is read
+// once per 64 pauses.
+template <class Pred>
+bool spin_until(Pred&& pred) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinTime;
+  while (true) {
+    for (int i = 0; i < 64; ++i) {
+      if (pred()) return true;
+      SUBQ_PAUSE();
+    }
+    if (std::chrono::steady_clock::now() > deadline) return pred();
+  }
+}
 
 thread_local bool t_inside_parallel = false;
 thread_local int t_thread_index = 0;  // this thread's index in the job it is running
@@ -54,8 +69,7 @@ class ThreadPool {
     generation_.notify_all();
     work(0);
     // Wait for the workers: spin first (jobs are usually balanced), then sleep.
-    for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) != 0; ++i)
-      SUBQ_PAUSE();
+    spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
     for (int p; (p = pending_.load(std::memory_order_acquire)) != 0;) pending_.wait(p);
     fn_ = nullptr;
     if (error_) std::rethrow_exception(error_);
@@ -81,11 +95,8 @@ class ThreadPool {
   void worker_loop(int thread) {
     uint64_t seen = 0;
     while (true) {
-      uint64_t g = generation_.load(std::memory_order_acquire);
-      for (int i = 0; i < kSpinIterations && g == seen; ++i) {
-        SUBQ_PAUSE();
-        g = generation_.load(std::memory_order_acquire);
-      }
+      uint64_t g = seen;
+      spin_until([&] { return (g = generation_.load(std::memory_order_acquire)) != seen; });
       while (g == seen) {
         generation_.wait(seen);
         g = generation_.load(std::memory_order_acquire);
@@ -133,7 +144,9 @@ std::shared_ptr<ThreadPool> get_pool() {
 
 }  // namespace
 
-int num_threads() { return get_pool()->size(); }
+int num_threads() {
+  return get_pool()->size();
+}
 
 void set_num_threads(int n) {
   SUBQ_CHECK_ARG(n >= 1, "set_num_threads", "n", ">= 1", n);

@@ -1,2 +1,91 @@
-#!/bin/sh
-exit 0
+#!/usr/bin/env bash
+# End-to-end tests of the `subq` command: help, exit codes, bad arguments, bench CSV, check.
+# Usage: test_cli.sh path/to/subq
+set -u
+SUBQ="$1"
+fails=0
+out=$(mktemp)
+err=$(mktemp)
+trap 'rm -f "$out" "$err"' EXIT
+
+# expect STATUS DESCRIPTION -- command...: runs the command, checks its exit status.
+expect() {
+  local want="$1" what="$2"
+  shift 3
+  "$@" >"$out" 2>"$err"
+  local got=$?
+  if [ "$got" -ne "$want" ]; then
+    echo "FAIL: $what: exit $got, expected $want"
+    sed 's/^/  stdout: /' "$out" | head -5
+    sed 's/^/  stderr: /' "$err" | head -5
+    fails=$((fails + 1))
+  else
+    echo "ok:   $what"
+  fi
+}
+# contains FILE TEXT DESCRIPTION
+contains() {
+  if ! grep -q -- "$2" "$1"; then
+    echo "FAIL: $3: output lacks '$2'"
+    fails=$((fails + 1))
+  fi
+}
+
+expect 0 "subq --help" -- "$SUBQ" --help
+contains "$out" "bench" "top-level help lists bench"
+contains "$out" "check" "top-level help lists check"
+for sub in "bench" "bench peak" "bench flash" "check"; do
+  # shellcheck disable=SC2086
+  expect 0 "subq $sub --help" -- "$SUBQ" $sub --help
+done
+"$SUBQ" bench flash --help >"$out" 2>&1
+for opt in --B --T --H --Hkv --D --causal --window --dtype --backward --decode --impl --threads --csv; do
+  contains "$out" -- "$opt" "bench flash --help documents $opt"
+done
+
+# Bad arguments: one line of error, status 2, never a crash.
+expect 2 "no subcommand" -- "$SUBQ"
+expect 2 "unknown option" -- "$SUBQ" bench flash --nonsense
+expect 2 "non-numeric --T" -- "$SUBQ" bench flash --T many
+expect 2 "bad --dtype" -- "$SUBQ" bench flash --dtype f64
+contains "$err" "--dtype" "bad --dtype names the option"
+expect 2 "bad --window" -- "$SUBQ" bench flash --window 1
+contains "$err" "--window" "bad --window names the option"
+expect 2 "zero --B" -- "$SUBQ" bench flash --B 0
+expect 2 "bad --impl" -- "$SUBQ" bench flash --impl slow
+expect 2 "bad --threads" -- "$SUBQ" bench flash --threads 0
+expect 2 "window < -1" -- "$SUBQ" bench flash --T 64 --window -3,0 --reps 1
+contains "$err" "window_size.left" "window error names window_size.left"
+expect 2 "GQA heads not dividing" -- "$SUBQ" bench flash --T 64 --H 4 --Hkv 3 --reps 1
+contains "$err" "H % Hkv == 0" "GQA error states the rule"
+SUBQ_IMPL=bogus expect 2 "bad SUBQ_IMPL" -- env SUBQ_IMPL=bogus "$SUBQ" check
+expect 2 "bad SUBQ_NUM_THREADS" -- env SUBQ_NUM_THREADS=zero "$SUBQ" bench peak
+
+# Bench: CSV with the documented columns, fwd and bwd rows per thread count.
+expect 0 "bench flash csv" -- "$SUBQ" bench flash --T 96 --H 2 --D 64 --causal --backward \
+  --threads 1,2 --reps 1 --warmup 0 --csv
+head -1 "$out" | grep -q "^op,impl,dtype,B,T,H,Hkv,D,causal,window,pass,threads,ms,gflops,peak_pct" \
+  || { echo "FAIL: CSV header: $(head -1 "$out")"; fails=$((fails + 1)); }
+[ "$(grep -c '^flash,fast,f32,1,96,2,2,64,1,' "$out")" -eq 4 ] \
+  || { echo "FAIL: expected 4 flash rows"; cat "$out"; fails=$((fails + 1)); }
+[ "$(grep -c ',bwd,' "$out")" -eq 2 ] || { echo "FAIL: expected 2 bwd rows"; fails=$((fails + 1)); }
+expect 0 "bench flash decode bf16" -- "$SUBQ" bench flash --decode --T 300 --H 4 --Hkv 2 \
+  --dtype bf16 --reps 1 --csv
+contains "$out" "^flash_decode,fast,bf16,1,300,4,2," "decode row"
+expect 0 "bench flash ref" -- "$SUBQ" bench flash --T 40 --H 1 --D 16 --impl ref --reps 1 --csv
+contains "$out" "^flash,ref," "ref row"
+expect 0 "bench peak" -- "$SUBQ" bench peak --threads 1
+contains "$out" "peak_gflops" "bench peak prints peak_gflops"
+
+# Check: every line PASS, exit 0.
+expect 0 "check" -- "$SUBQ" check
+contains "$out" "^PASS  flash_forward" "check runs the forward"
+contains "$out" "^PASS  flash_backward" "check runs the backward"
+contains "$out" "^PASS  flash_decode" "check runs decode"
+if grep -q "^FAIL" "$out"; then echo "FAIL: check printed a FAIL line"; fails=$((fails + 1)); fi
+
+if [ "$fails" -ne 0 ]; then
+  echo "$fails CLI test(s) failed"
+  exit 1
+fi
+echo "all CLI tests passed"

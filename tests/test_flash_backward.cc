@@ -142,9 +142,9 @@ TEST_P(BackwardGrid, MatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, BackwardGrid,
-                         ::testing::Combine(::testing::Values(1, 7, 63, 64, 65, 100, 257, 1000),
-                                            ::testing::Values(16, 60, 64, 100, 128),
-                                            ::testing::Bool()));
+                         ::testing::Combine(  // 97: one past the kernels' 96-row block.
+                             ::testing::Values(1, 7, 63, 64, 65, 97, 100, 257, 1000),
+                             ::testing::Values(16, 60, 64, 100, 128), ::testing::Bool()));
 
 TEST(FlashBackward, Options) {
   Tensor slopes = Tensor::empty({4}, DType::kF32);
@@ -156,7 +156,8 @@ TEST(FlashBackward, Options) {
   const Variant variants[] = {
       {"window (20, 5)", [](FlashOptions& o) { o.window_left = 20, o.window_right = 5; }},
       {"sliding (31, 0)", [](FlashOptions& o) { o.window_left = 31, o.window_right = 0; }},
-      {"softcap", [](FlashOptions& o) { o.softcap = 3.f, o.softmax_scale = 0.4f, o.causal = true; }},
+      {"softcap",
+       [](FlashOptions& o) { o.softcap = 3.f, o.softmax_scale = 0.4f, o.causal = true; }},
       {"alibi", [&](FlashOptions& o) { o.alibi_slopes = slopes; }},
       {"scale", [](FlashOptions& o) { o.softmax_scale = 0.05f; }},
   };
@@ -206,8 +207,10 @@ TEST(FlashBackward, VarlenMatchesLoopOverSequences) {
   int64_t sq = 0, sk = 0;
   for (size_t n = 0; n < tq.size(); ++n) sq += tq[n], sk += tk[n];
   // Two extra rows at the end that no sequence covers: their gradients must be zero.
-  Tensor q = randn({1, sq + 2, H, D}, DType::kF32, 1), k = randn({1, sk + 2, Hkv, D}, DType::kF32, 2);
-  Tensor v = randn({1, sk + 2, Hkv, D}, DType::kF32, 3), dout = randn({1, sq + 2, H, D}, DType::kF32, 4);
+  Tensor q = randn({1, sq + 2, H, D}, DType::kF32, 1),
+         k = randn({1, sk + 2, Hkv, D}, DType::kF32, 2);
+  Tensor v = randn({1, sk + 2, Hkv, D}, DType::kF32, 3),
+         dout = randn({1, sq + 2, H, D}, DType::kF32, 4);
   Tensor cuq = Tensor::empty({5}, DType::kI32), cuk = Tensor::empty({5}, DType::kI32);
   int64_t oq = 0, ok = 0;
   for (int64_t n = 0; n <= 4; ++n) {

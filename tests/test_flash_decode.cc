@@ -18,7 +18,11 @@ struct Sequence {
   int64_t B, T, H, Hkv, D;
   Tensor q, k, v;
   Sequence(int64_t B_, int64_t T_, int64_t H_, int64_t Hkv_, int64_t D_, DType dt, uint64_t seed)
-      : B(B_), T(T_), H(H_), Hkv(Hkv_), D(D_),
+      : B(B_),
+        T(T_),
+        H(H_),
+        Hkv(Hkv_),
+        D(D_),
         q(randn({B_, T_, H_, D_}, dt, seed)),
         k(randn({B_, T_, Hkv_, D_}, dt, seed + 1)),
         v(randn({B_, T_, Hkv_, D_}, dt, seed + 2)) {}
@@ -107,8 +111,10 @@ TEST(FlashDecode, MatchesReferenceAndAppendsInPlace) {
   set_element(lens, {1}, 17);
   set_element(lens, {2}, 48);
   Tensor kc_ref = Tensor::copy_of(kc), vc_ref = Tensor::copy_of(vc);
-  Tensor out = Tensor::empty({B, Tn, H, D}, DType::kF32), lse = Tensor::empty({B, H, Tn}, DType::kF32);
-  Tensor rout = Tensor::empty({B, Tn, H, D}, DType::kF32), rlse = Tensor::empty({B, H, Tn}, DType::kF32);
+  Tensor out = Tensor::empty({B, Tn, H, D}, DType::kF32),
+         lse = Tensor::empty({B, H, Tn}, DType::kF32);
+  Tensor rout = Tensor::empty({B, Tn, H, D}, DType::kF32),
+         rlse = Tensor::empty({B, H, Tn}, DType::kF32);
   FlashDecodeOptions opt;
   opt.causal = true;
   flash_attention_decode(q, kc, vc, lens, kn, vn, out, lse, opt);

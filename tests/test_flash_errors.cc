@@ -63,7 +63,8 @@ TEST(FlashErrors, ZeroSizeTensors) {
   Good g;
   Tensor q = Tensor::empty({0, 16, 4, 32}, DType::kF32);
   expect_error([&] { flash_attention(q, g.k, g.v); }, {"q", "non-empty", "[0, 16, 4, 32]"});
-  Tensor k = Tensor::empty({2, 0, 2, 32}, DType::kF32), v = Tensor::empty({2, 0, 2, 24}, DType::kF32);
+  Tensor k = Tensor::empty({2, 0, 2, 32}, DType::kF32),
+         v = Tensor::empty({2, 0, 2, 24}, DType::kF32);
   expect_error([&] { flash_attention(g.q, k, v); }, {"k", "non-empty"});
 }
 
@@ -116,7 +117,8 @@ TEST(FlashErrors, AlibiShapeAndDtype) {
   FlashOptions o;
   Tensor s = Tensor::zeros({3}, DType::kF32);
   o.alibi_slopes = s;
-  expect_error([&] { flash_attention(g.q, g.k, g.v, o); }, {"alibi_slopes", "[4] or [2, 4]", "[3]"});
+  expect_error([&] { flash_attention(g.q, g.k, g.v, o); },
+               {"alibi_slopes", "[4] or [2, 4]", "[3]"});
   Tensor s16 = Tensor::zeros({4}, DType::kF16);
   o.alibi_slopes = s16;
   expect_error([&] { flash_attention(g.q, g.k, g.v, o); }, {"alibi_slopes", "dtype f32"});
@@ -169,7 +171,8 @@ TEST(FlashErrors, BackwardShapes) {
   Good g;
   FlashOutput f = flash_attention(g.q, g.k, g.v);
   Tensor dout = randn({2, 16, 4, 24}, DType::kF32, 4);
-  Tensor dq = Tensor::empty({2, 16, 4, 32}, DType::kF32), dk = Tensor::empty({2, 20, 2, 32}, DType::kF32);
+  Tensor dq = Tensor::empty({2, 16, 4, 32}, DType::kF32),
+         dk = Tensor::empty({2, 20, 2, 32}, DType::kF32);
   Tensor bad_dv = Tensor::empty({2, 20, 2, 32}, DType::kF32);
   expect_error([&] { flash_attention_backward(g.q, g.k, g.v, f.out, f.lse, dout, dq, dk, bad_dv); },
                {"dv", "[2, 20, 2, 24]"});
@@ -195,26 +198,31 @@ TEST(FlashErrors, Decode) {
   expect_error([&] { flash_attention_decode(d.q, d.kc, d.vc, full, d.kn, d.vn, d.out, d.lse, o); },
                {"cache_seqlens", "room for 1 new tokens in capacity 32", "32 at batch 1"});
   Tensor negative = Varlen::offsets({-1, 3});
-  expect_error([&] { flash_attention_decode(d.q, d.kc, d.vc, negative, d.kn, d.vn, d.out, d.lse, o); },
-               {"cache_seqlens", ">= 0"});
+  expect_error(
+      [&] { flash_attention_decode(d.q, d.kc, d.vc, negative, d.kn, d.vn, d.out, d.lse, o); },
+      {"cache_seqlens", ">= 0"});
   Tensor empty = Varlen::offsets({0, 3});
   expect_error([&] { flash_attention_decode(d.q, d.kc, d.vc, empty, {}, {}, d.out, d.lse, o); },
                {"cache_seqlens", "at least Tn = 1"});
   expect_error([&] { flash_attention_decode(d.q, d.kc, d.vc, d.lens, d.kn, {}, d.out, d.lse, o); },
                {"v_new", "both k_new and v_new"});
   o.ring_buffer = true;
-  expect_error([&] { flash_attention_decode(d.q, d.kc, d.vc, d.lens, d.kn, d.vn, d.out, d.lse, o); },
-               {"window_size.left", "bounded left window"});
+  expect_error(
+      [&] { flash_attention_decode(d.q, d.kc, d.vc, d.lens, d.kn, d.vn, d.out, d.lse, o); },
+      {"window_size.left", "bounded left window"});
   o.window_left = 32;
-  expect_error([&] { flash_attention_decode(d.q, d.kc, d.vc, d.lens, d.kn, d.vn, d.out, d.lse, o); },
-               {"window_size.left", "left + Tn <= cache capacity 32"});
+  expect_error(
+      [&] { flash_attention_decode(d.q, d.kc, d.vc, d.lens, d.kn, d.vn, d.out, d.lse, o); },
+      {"window_size.left", "left + Tn <= cache capacity 32"});
   o = {};
   o.num_splits = -1;
-  expect_error([&] { flash_attention_decode(d.q, d.kc, d.vc, d.lens, d.kn, d.vn, d.out, d.lse, o); },
-               {"num_splits"});
+  expect_error(
+      [&] { flash_attention_decode(d.q, d.kc, d.vc, d.lens, d.kn, d.vn, d.out, d.lse, o); },
+      {"num_splits"});
   Tensor kc_bf = randn({2, 32, 2, 16}, DType::kBF16, 2);
-  expect_error([&] { flash_attention_decode(d.q, kc_bf, d.vc, d.lens, d.kn, d.vn, d.out, d.lse, {}); },
-               {"k_cache", "dtype f32"});
+  expect_error(
+      [&] { flash_attention_decode(d.q, kc_bf, d.vc, d.lens, d.kn, d.vn, d.out, d.lse, {}); },
+      {"k_cache", "dtype f32"});
 }
 
 TEST(FlashErrors, NothingWrittenOnError) {
@@ -223,7 +231,8 @@ TEST(FlashErrors, NothingWrittenOnError) {
   DecodeSetup d;
   Tensor before = Tensor::copy_of(d.kc);
   Tensor bad_out = Tensor::empty({2, 1, 4, 15}, DType::kF32);
-  EXPECT_THROW(flash_attention_decode(d.q, d.kc, d.vc, d.lens, d.kn, d.vn, bad_out, d.lse, {}), Error);
+  EXPECT_THROW(flash_attention_decode(d.q, d.kc, d.vc, d.lens, d.kn, d.vn, bad_out, d.lse, {}),
+               Error);
   EXPECT_EQ(test::max_abs_diff(test::values(before), test::values(d.kc)), 0.0);
 }
 

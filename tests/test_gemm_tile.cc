@@ -16,7 +16,8 @@ TEST(GemmTile, MatchesFloat64Loop) {
     for (size_t N : {L, 2 * L, 3 * L, 8 * L}) {
       for (size_t K : {1, 3, 64, 129}) {
         for (int transposed_a = 0; transposed_a < 2; ++transposed_a) {
-          for (GemmInit init : {GemmInit::kOverwrite, GemmInit::kAccumulate, GemmInit::kRowScaled}) {
+          for (GemmInit init :
+               {GemmInit::kOverwrite, GemmInit::kAccumulate, GemmInit::kRowScaled}) {
             // A is M x K, stored row-major or column-major (a_rs = 1, a_cs = M).
             std::vector<float> a(M * K), b(K * N), c(M * N), scale(M);
             Tensor ta = test::randn({static_cast<int64_t>(M * K)}, DType::kF32, M * 7 + K);
@@ -34,7 +35,8 @@ TEST(GemmTile, MatchesFloat64Loop) {
                 for (size_t k = 0; k < K; ++k)
                   acc += static_cast<double>(a[i * a_rs + k * a_cs]) * b[k * N + j];
                 if (init == GemmInit::kAccumulate) acc += c[i * N + j];
-                if (init == GemmInit::kRowScaled) acc += static_cast<double>(scale[i]) * c[i * N + j];
+                if (init == GemmInit::kRowScaled)
+                  acc += static_cast<double>(scale[i]) * c[i * N + j];
                 want[i * N + j] = acc;
               }
             gemm_tile_f32(M, N, K, a.data(), a_rs, a_cs, b.data(), N, c.data(), N, init,

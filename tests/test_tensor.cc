@@ -45,7 +45,8 @@ TEST(Tensor, CopyConvertsAndFollowsStrides) {
   for (int64_t i = 0; i < 4; ++i)
     for (int64_t j = 0; j < 3; ++j) EXPECT_EQ(get_element(b, {i, j}), get_element(a, {j, i}));
   Tensor c = Tensor::copy_of(a, DType::kBF16);
-  EXPECT_EQ(get_element(c, {1, 1}), round_to(DType::kBF16, static_cast<float>(get_element(a, {1, 1}))));
+  EXPECT_EQ(get_element(c, {1, 1}),
+            round_to(DType::kBF16, static_cast<float>(get_element(a, {1, 1}))));
 }
 
 TEST(Tensor, BadShapesAreErrors) {
@@ -88,8 +89,8 @@ TEST(DType, F16RoundingAndRange) {
   EXPECT_EQ(f16_to_f32(f32_to_f16(65504.f)), 65504.f);
   EXPECT_EQ(f16_to_f32(f32_to_f16(65519.f)), 65504.f);
   EXPECT_EQ(f16_to_f32(f32_to_f16(65520.f)), INFINITY);
-  EXPECT_EQ(f16_to_f32(f32_to_f16(0x1p-24f)), 0x1p-24f);  // smallest subnormal
-  EXPECT_EQ(f16_to_f32(f32_to_f16(0x1p-26f)), 0.f);       // below half of it: zero
+  EXPECT_EQ(f16_to_f32(f32_to_f16(0x1p-24f)), 0x1p-24f);      // smallest subnormal
+  EXPECT_EQ(f16_to_f32(f32_to_f16(0x1p-26f)), 0.f);           // below half of it: zero
   EXPECT_EQ(f16_to_f32(f32_to_f16(3 * 0x1p-25f)), 0x1p-23f);  // tie between 1 and 2 ulps: even
   // Ties to even in the normal range: 1 + 2^-11 lies halfway between 1 and 1 + 2^-10.
   EXPECT_EQ(f16_to_f32(f32_to_f16(1.f + 0x1p-11f)), 1.f);

@@ -16,15 +16,20 @@ enum class DType : uint8_t { kF32, kBF16, kF16, kF64, kI32, kI64 };
 inline size_t dtype_size(DType dt) {
   switch (dt) {
     case DType::kBF16:
-    case DType::kF16: return 2;
+    case DType::kF16:
+      return 2;
     case DType::kF32:
-    case DType::kI32: return 4;
-    default: return 8;  // kF64, kI64
+    case DType::kI32:
+      return 4;
+    default:
+      return 8;  // kF64, kI64
   }
 }
 std::string_view dtype_name(DType dt);      // "f32", "bf16", ...
 DType dtype_from_name(std::string_view s);  // throws subq::Error on an unknown name
-inline bool is_float(DType dt) { return dt != DType::kI32 && dt != DType::kI64; }
+inline bool is_float(DType dt) {
+  return dt != DType::kI32 && dt != DType::kI64;
+}
 
 // bfloat16: the top 16 bits of an IEEE f32. Rounding is to nearest, ties to even; NaN stays NaN.
 inline float bf16_to_f32(uint16_t h) {

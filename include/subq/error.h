@@ -38,8 +38,8 @@ std::string concat(const Args&... args) {
   } while (0)
 
 // SUBQ_CHECK_ARG(cond, where, arg, expected, given...): the standard argument message.
-#define SUBQ_CHECK_ARG(cond, where, arg, expected, ...)                                \
-  do {                                                                                 \
-    if (!(cond))                                                                       \
+#define SUBQ_CHECK_ARG(cond, where, arg, expected, ...)                                   \
+  do {                                                                                    \
+    if (!(cond))                                                                          \
       ::subq::throw_arg_error(where, arg, expected, ::subq::detail::concat(__VA_ARGS__)); \
   } while (0)

@@ -50,9 +50,9 @@ void flash_attention_forward(const TensorView& q, const TensorView& k, const Ten
 //   dout [B, Tq, H, Dv]; dq, dk, dv are written, shaped like q, k, v (any float dtype).
 // With GQA, dk and dv are summed over the query heads that share a kv head.
 void flash_attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
-                              const TensorView& out, const TensorView& lse,
-                              const TensorView& dout, const TensorView& dq, const TensorView& dk,
-                              const TensorView& dv, const FlashOptions& opt = {});
+                              const TensorView& out, const TensorView& lse, const TensorView& dout,
+                              const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                              const FlashOptions& opt = {});
 
 struct FlashDecodeOptions : FlashOptions {
   // The cache is a ring buffer of the last C tokens: absolute position p lives in slot p % C.
@@ -75,9 +75,8 @@ struct FlashDecodeOptions : FlashOptions {
 // Varlen options (cu_seqlens) are not accepted here.
 void flash_attention_decode(const TensorView& q, const TensorView& k_cache,
                             const TensorView& v_cache, const TensorView& cache_seqlens,
-                            const TensorView& k_new, const TensorView& v_new,
-                            const TensorView& out, const TensorView& lse,
-                            const FlashDecodeOptions& opt = {});
+                            const TensorView& k_new, const TensorView& v_new, const TensorView& out,
+                            const TensorView& lse, const FlashDecodeOptions& opt = {});
 
 // Allocating conveniences: out in q's dtype, lse in f32.
 struct FlashOutput {

@@ -23,15 +23,18 @@ HWY_BEFORE_NAMESPACE();
 namespace subq::cpu::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-inline size_t RoundUp(size_t x, size_t m) { return (x + m - 1) / m * m; }
+inline size_t RoundUp(size_t x, size_t m) {
+  return (x + m - 1) / m * m;
+}
 
 // Tile sizes. A block of queries is the N dimension of S^T = K Q^T (so a multiple of the GEMM
-// tile's kNV vectors) and the M dimension of O = P V (so a multiple of kMR rows keeps the
-// register tile full); likewise for keys. kMR * 8 gives 48 on 16-register targets (AVX2) and 64
-// on AVX-512, both multiples of kNV lanes. Bigger tiles cut per-tile overhead but waste more of
-// the diagonal tiles under a causal mask; docs/performance.md has the measurements.
-inline constexpr size_t kBlockQ = kMR * 8;
-inline constexpr size_t kBlockK = kMR * 8;
+// tile's kNV vectors: 16 floats on AVX2, 32 on AVX-512) and the M dimension of O = P V (so a
+// multiple of kMR rows keeps the register tile full: 6 on AVX2, 8 on AVX-512); likewise for keys.
+// 96 is both on every target. Measured on AVX2 (docs/performance.md): 96 beat 48 and 72 by
+// 10-20% on the causal forward (per-tile overhead: packing, softmax passes, GEMM prologues) and
+// tied with 144; 192 was slower.
+inline constexpr size_t kBlockQ = 96;
+inline constexpr size_t kBlockK = 96;
 
 // dst[0, n) = src[0, n) as f32, for src of dtype f32, bf16 or f16; dst[n, npad) = 0.
 HWY_INLINE void LoadRowF32(const void* src, DType dt, size_t n, float* HWY_RESTRICT dst,
@@ -88,8 +91,8 @@ struct ScoreTile {
 // Applies softcap, ALiBi and the mask to S^T (nk rows, ncols columns with stride lds, ncols a
 // multiple of the lane count). Masked entries become -inf. Columns >= nq are padding and are
 // left as they are.
-HWY_INLINE void ScoreEpilogue(float* HWY_RESTRICT st, size_t lds, size_t ncols,
-                              const ScoreTile& t, float softcap, float slope) {
+HWY_INLINE void ScoreEpilogue(float* HWY_RESTRICT st, size_t lds, size_t ncols, const ScoreTile& t,
+                              float softcap, float slope) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const size_t L = hn::Lanes(df);

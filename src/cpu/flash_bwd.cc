@@ -66,8 +66,8 @@ struct Layout {
   int64_t nblocks = 0;              // query blocks over all sequences (per head)
 };
 
-void PackQueryBlock(const FlashArgs& a, const QPack& pk, const FlashSeq& s, int64_t h,
-                    int64_t q0, float* base, float* row) {
+void PackQueryBlock(const FlashArgs& a, const QPack& pk, const FlashSeq& s, int64_t h, int64_t q0,
+                    float* base, float* row) {
   const hn::ScalableTag<float> df;
   const size_t L = hn::Lanes(df);
   const int64_t nq = std::min<int64_t>(kBlockQ, s.Tq - q0);
@@ -110,8 +110,8 @@ struct BwdItem {
 };
 
 // Queries [lo, hi) that can see keys [k0, k0 + nk).
-void QueryRange(const FlashSeq& s, int64_t k0, int64_t nk, int64_t left, int64_t right,
-                int64_t& lo, int64_t& hi) {
+void QueryRange(const FlashSeq& s, int64_t k0, int64_t nk, int64_t left, int64_t right, int64_t& lo,
+                int64_t& hi) {
   const int64_t off = s.Tk - s.Tq;
   lo = right >= 0 ? std::max<int64_t>(0, k0 - off - right) : 0;
   hi = left >= 0 ? std::min<int64_t>(s.Tq, k0 + nk - 1 - off + left + 1) : s.Tq;
@@ -152,8 +152,8 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
     ldk = a.k.stride(1);
   } else {
     for (int64_t j = 0; j < nk; ++j)
-      LoadRowF32(RowPtr(a.k, s.batch, s.k_start + k0 + j, it.kvh), a.k.dtype(), D,
-                 w.kt + j * DP, DP);
+      LoadRowF32(RowPtr(a.k, s.batch, s.k_start + k0 + j, it.kvh), a.k.dtype(), D, w.kt + j * DP,
+                 DP);
     kp = w.kt;
     ldk = DP;
   }
@@ -165,8 +165,8 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
     ldv = a.v.stride(1);
   } else {
     for (int64_t j = 0; j < nk; ++j)
-      LoadRowF32(RowPtr(a.v, s.batch, s.k_start + k0 + j, it.kvh), a.v.dtype(), Dv,
-                 w.vt + j * DvP, DvP);
+      LoadRowF32(RowPtr(a.v, s.batch, s.k_start + k0 + j, it.kvh), a.v.dtype(), Dv, w.vt + j * DvP,
+                 DvP);
     vp = w.vt;
     ldv = DvP;
   }
@@ -205,10 +205,8 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
       }
 
       // S^T = K Q^T (scale folded into Q^T), softcap, ALiBi, mask.
-      GemmTile(nk, ncols, D, kp, ldk, 1, pk.qt(base), kBlockQ, w.st, kBlockQ,
-               TileInit::kOverwrite);
-      ScoreEpilogue(w.st, kBlockQ, ncols, {q0, nq, k0, nk, off, a.left, a.right}, a.softcap,
-                    slope);
+      GemmTile(nk, ncols, D, kp, ldk, 1, pk.qt(base), kBlockQ, w.st, kBlockQ, TileInit::kOverwrite);
+      ScoreEpilogue(w.st, kBlockQ, ncols, {q0, nq, k0, nk, off, a.left, a.right}, a.softcap, slope);
       // dP^T = V dO^T.
       GemmTile(nk, ncols, Dv, vp, ldv, 1, pk.dot(base), kBlockQ, w.dpt, kBlockQ,
                TileInit::kOverwrite);
@@ -253,17 +251,17 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
   }
   // Write dK and dV rows of this key block (the item owns them).
   for (int64_t j = 0; j < nk; ++j) {
-    StoreRowF32(w.dk + j * DP, D, const_cast<char*>(RowPtr(a.dk, s.batch, s.k_start + k0 + j, it.kvh)),
-                a.dk.dtype());
+    StoreRowF32(w.dk + j * DP, D,
+                const_cast<char*>(RowPtr(a.dk, s.batch, s.k_start + k0 + j, it.kvh)), a.dk.dtype());
     StoreRowF32(w.dv + j * DvP, Dv,
-                const_cast<char*>(RowPtr(a.dv, s.batch, s.k_start + k0 + j, it.kvh)),
-                a.dv.dtype());
+                const_cast<char*>(RowPtr(a.dv, s.batch, s.k_start + k0 + j, it.kvh)), a.dv.dtype());
   }
 }
 
 // Rows of a [B, T, heads, dim] output that no sequence covers (varlen with a short
 // cu_seqlens) get zero gradients.
-void ZeroUncoveredRows(const TensorView& t, const std::vector<std::pair<int64_t, int64_t>>& covered) {
+void ZeroUncoveredRows(const TensorView& t,
+                       const std::vector<std::pair<int64_t, int64_t>>& covered) {
   std::vector<char> hit(t.size(1), 0);
   for (auto [start, n] : covered)
     for (int64_t r = start; r < start + n; ++r) hit[r] = 1;
@@ -301,8 +299,8 @@ void FlashBackward(const FlashArgs& a) {
   std::vector<QItem> qitems;
   for (size_t n = 0; n < a.seqs.size(); ++n)
     for (int64_t q0 = 0; q0 < a.seqs[n].Tq; q0 += kBlockQ)
-      qitems.push_back({static_cast<int32_t>(n), q0,
-                        lay.block_base[n] + q0 / static_cast<int64_t>(kBlockQ)});
+      qitems.push_back(
+          {static_cast<int32_t>(n), q0, lay.block_base[n] + q0 / static_cast<int64_t>(kBlockQ)});
   parallel_for(static_cast<int64_t>(qitems.size()) * a.H, [&](int64_t idx, int thread) {
     const QItem& qi = qitems[idx / a.H];
     const int64_t h = idx % a.H;
@@ -342,8 +340,7 @@ void FlashBackward(const FlashArgs& a) {
     const int64_t nq = std::min<int64_t>(kBlockQ, s.Tq - qi.q0);
     for (int64_t i = 0; i < nq; ++i)
       StoreRowF32(acc + i * pk.DP, a.D,
-                  const_cast<char*>(RowPtr(a.dq, s.batch, s.q_start + qi.q0 + i, h)),
-                  a.dq.dtype());
+                  const_cast<char*>(RowPtr(a.dq, s.batch, s.q_start + qi.q0 + i, h)), a.dq.dtype());
   });
 
   // Varlen rows outside every sequence, and keys no sequence covers: zero.
@@ -368,7 +365,9 @@ namespace subq::cpu {
 
 HWY_EXPORT(FlashBackward);
 
-void flash_backward(const detail::FlashArgs& a) { HWY_DYNAMIC_DISPATCH(FlashBackward)(a); }
+void flash_backward(const detail::FlashArgs& a) {
+  HWY_DYNAMIC_DISPATCH(FlashBackward)(a);
+}
 
 }  // namespace subq::cpu
 #endif

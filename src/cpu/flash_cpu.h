@@ -6,8 +6,8 @@
 
 namespace subq::cpu {
 
-void flash_forward(const detail::FlashArgs& a);   // src/cpu/flash_fwd.cc
-void flash_backward(const detail::FlashArgs& a);  // src/cpu/flash_bwd.cc
+void flash_forward(const detail::FlashArgs& a);       // src/cpu/flash_fwd.cc
+void flash_backward(const detail::FlashArgs& a);      // src/cpu/flash_bwd.cc
 void flash_decode(const detail::FlashDecodeArgs& a);  // src/cpu/flash_decode.cc
 
 }  // namespace subq::cpu

@@ -73,9 +73,8 @@ struct Partial {  // per (item, row): running max, sum and output
   float* o;  // rows x DvP
 };
 
-void DecodeItem(const FlashDecodeArgs& a, int64_t b, int64_t p_lo, int64_t p_hi,
-                const float* qs, size_t DP, size_t DvP, Partial part, float* scores,
-                float* krow, float* vrow) {
+void DecodeItem(const FlashDecodeArgs& a, int64_t b, int64_t p_lo, int64_t p_hi, const float* qs,
+                size_t DP, size_t DvP, Partial part, float* scores, float* krow, float* vrow) {
   const hn::ScalableTag<float> df;
   using V = hn::Vec<decltype(df)>;
   const size_t L = hn::Lanes(df);
@@ -117,7 +116,8 @@ void DecodeItem(const FlashDecodeArgs& a, int64_t b, int64_t p_lo, int64_t p_hi,
       jhi = std::max(jhi, jlo);
       for (int64_t j = 0; j < jlo; ++j) s[j] = neg_inf;
       for (int64_t j = jhi; j < nkp; ++j) s[j] = neg_inf;
-      const V cap = hn::Set(df, a.softcap), inv_cap = hn::Set(df, a.softcap > 0 ? 1 / a.softcap : 0);
+      const V cap = hn::Set(df, a.softcap),
+              inv_cap = hn::Set(df, a.softcap > 0 ? 1 / a.softcap : 0);
       const V neg_slope = hn::Set(df, -a.slope(b, h));
       const V vinf = hn::Set(df, neg_inf);
       V vmax = vinf;
@@ -126,8 +126,8 @@ void DecodeItem(const FlashDecodeArgs& a, int64_t b, int64_t p_lo, int64_t p_hi,
         const auto live = hn::Ne(x, vinf);
         if (a.softcap > 0) x = hn::Mul(cap, hn::Tanh(df, hn::Mul(x, inv_cap)));
         if (a.slope(b, h) != 0.f) {  // distance |pos - (p0 + j + lane)|
-          const V dist = hn::Abs(hn::Sub(hn::Set(df, static_cast<float>(pos - p0 - j)),
-                                         hn::Iota(df, 0.f)));
+          const V dist =
+              hn::Abs(hn::Sub(hn::Set(df, static_cast<float>(pos - p0 - j)), hn::Iota(df, 0.f)));
           x = hn::MulAdd(neg_slope, dist, x);
         }
         x = hn::IfThenElse(live, x, vinf);
@@ -149,7 +149,8 @@ void DecodeItem(const FlashDecodeArgs& a, int64_t b, int64_t p_lo, int64_t p_hi,
       if (alpha != 1.f) {
         float* o = part.o + r * DvP;
         const V va = hn::Set(df, alpha);
-        for (size_t d = 0; d < DvP; d += L) hn::StoreU(hn::Mul(va, hn::LoadU(df, o + d)), df, o + d);
+        for (size_t d = 0; d < DvP; d += L)
+          hn::StoreU(hn::Mul(va, hn::LoadU(df, o + d)), df, o + d);
       }
     }
     // o_r += sum_j p_rj v_j, V streamed once for all rows. (Measured: batching four keys per
@@ -226,8 +227,8 @@ void FlashDecode(const FlashDecodeArgs& a) {
   parallel_for(static_cast<int64_t>(items.size()), [&](int64_t it, int thread) {
     const Item& item = items[it];
     float* w = work.data() + work_floats * thread;
-    DecodeItem(a, item.b, item.lo, item.hi, qs.data() + item.b * R * DP, DP, DvP, part_of(it),
-               w, w + R * kKeyBlock, w + R * kKeyBlock + DP);
+    DecodeItem(a, item.b, item.lo, item.hi, qs.data() + item.b * R * DP, DP, DvP, part_of(it), w,
+               w + R * kKeyBlock, w + R * kKeyBlock + DP);
   });
 
   // Merge the splits of each sequence.
@@ -268,7 +269,9 @@ namespace subq::cpu {
 
 HWY_EXPORT(FlashDecode);
 
-void flash_decode(const detail::FlashDecodeArgs& a) { HWY_DYNAMIC_DISPATCH(FlashDecode)(a); }
+void flash_decode(const detail::FlashDecodeArgs& a) {
+  HWY_DYNAMIC_DISPATCH(FlashDecode)(a);
+}
 
 }  // namespace subq::cpu
 #endif

@@ -43,8 +43,8 @@ struct FwdItem {
 };
 
 // The key range [lo, hi) that queries [q0, q0 + nq) can see.
-void KeyRange(const FlashSeq& s, int64_t q0, int64_t nq, int64_t left, int64_t right,
-              int64_t& lo, int64_t& hi) {
+void KeyRange(const FlashSeq& s, int64_t q0, int64_t nq, int64_t left, int64_t right, int64_t& lo,
+              int64_t& hi) {
   const int64_t off = s.Tk - s.Tq;
   lo = left >= 0 ? std::max<int64_t>(0, q0 + off - left) : 0;
   hi = right >= 0 ? std::min<int64_t>(s.Tk, q0 + nq - 1 + off + right + 1) : s.Tk;
@@ -128,16 +128,15 @@ void ForwardItem(const FlashArgs& a, const FwdItem& it, const FwdScratch& w) {
       ldv = a.v.stride(1);
     } else {
       for (int64_t j = 0; j < nk; ++j)
-        LoadRowF32(RowPtr(a.v, s.batch, s.k_start + k0 + j, kvh), a.v.dtype(), Dv,
-                   w.vt + j * DvP, DvP);
+        LoadRowF32(RowPtr(a.v, s.batch, s.k_start + k0 + j, kvh), a.v.dtype(), Dv, w.vt + j * DvP,
+                   DvP);
       vp = w.vt;
       ldv = DvP;
     }
 
     // S^T = K Q^T, then softcap / ALiBi / mask.
     GemmTile(nk, ncols, D, kp, ldk, 1, w.qt, kBlockQ, w.st, kBlockQ, TileInit::kOverwrite);
-    ScoreEpilogue(w.st, kBlockQ, ncols, {q0, nq, k0, nk, off, a.left, a.right}, a.softcap,
-                  slope);
+    ScoreEpilogue(w.st, kBlockQ, ncols, {q0, nq, k0, nk, off, a.left, a.right}, a.softcap, slope);
 
     // Online softmax, lane-wise over the queries.
     const V neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
@@ -220,7 +219,9 @@ namespace subq::cpu {
 
 HWY_EXPORT(FlashForward);
 
-void flash_forward(const detail::FlashArgs& a) { HWY_DYNAMIC_DISPATCH(FlashForward)(a); }
+void flash_forward(const detail::FlashArgs& a) {
+  HWY_DYNAMIC_DISPATCH(FlashForward)(a);
+}
 
 }  // namespace subq::cpu
 #endif

@@ -82,10 +82,9 @@ HWY_INLINE void MicroTileRows(size_t mr, size_t K, const float* a, size_t a_rs, 
                               const float* b, size_t ldb, float* c, size_t ldc, TileInit init,
                               const float* row_scale) {
   switch (mr) {
-#define SUBQ_ROWS_CASE(R)                                                       \
-  case R:                                                                       \
-    if constexpr (R <= kMR)                                                     \
-      MicroTile<R, NV>(K, a, a_rs, a_cs, b, ldb, c, ldc, init, row_scale);      \
+#define SUBQ_ROWS_CASE(R)                                                                        \
+  case R:                                                                                        \
+    if constexpr (R <= kMR) MicroTile<R, NV>(K, a, a_rs, a_cs, b, ldb, c, ldc, init, row_scale); \
     break;
     SUBQ_ROWS_CASE(1)
     SUBQ_ROWS_CASE(2)
@@ -96,7 +95,8 @@ HWY_INLINE void MicroTileRows(size_t mr, size_t K, const float* a, size_t a_rs, 
     SUBQ_ROWS_CASE(7)
     SUBQ_ROWS_CASE(8)
 #undef SUBQ_ROWS_CASE
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -119,8 +119,8 @@ HWY_INLINE void GemmTile(size_t M, size_t N, size_t K, const float* a, size_t a_
   for (; n0 < N; n0 += L) {  // column tail, one vector at a time
     for (size_t m0 = 0; m0 < M; m0 += kMR) {
       const size_t mr = M - m0 < kMR ? M - m0 : kMR;
-      MicroTileRows<1>(mr, K, a + m0 * a_rs, a_rs, a_cs, b + n0, ldb, c + m0 * ldc + n0, ldc,
-                       init, row_scale ? row_scale + m0 : nullptr);
+      MicroTileRows<1>(mr, K, a + m0 * a_rs, a_rs, a_cs, b + n0, ldb, c + m0 * ldc + n0, ldc, init,
+                       row_scale ? row_scale + m0 : nullptr);
     }
   }
 }

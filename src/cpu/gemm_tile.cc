@@ -16,7 +16,9 @@ void GemmTileF32(size_t M, size_t N, size_t K, const float* a, size_t a_rs, size
   GemmTile(M, N, K, a, a_rs, a_cs, b, ldb, c, ldc, static_cast<TileInit>(init), row_scale);
 }
 
-size_t LanesF32() { return hn::Lanes(hn::ScalableTag<float>()); }
+size_t LanesF32() {
+  return hn::Lanes(hn::ScalableTag<float>());
+}
 
 }  // namespace subq::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -33,7 +35,9 @@ void gemm_tile_f32(size_t M, size_t N, size_t K, const float* a, size_t a_rs, si
   HWY_DYNAMIC_DISPATCH(GemmTileF32)(M, N, K, a, a_rs, a_cs, b, ldb, c, ldc, init, row_scale);
 }
 
-size_t simd_lanes_f32() { return HWY_DYNAMIC_DISPATCH(LanesF32)(); }
+size_t simd_lanes_f32() {
+  return HWY_DYNAMIC_DISPATCH(LanesF32)();
+}
 
 }  // namespace subq::cpu
 #endif

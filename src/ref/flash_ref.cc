@@ -8,22 +8,21 @@ namespace subq::ref {
 
 namespace {
 
+using detail::flash_visible;
 using detail::FlashArgs;
 using detail::FlashDecodeArgs;
 using detail::FlashSeq;
-using detail::flash_visible;
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 // rows [row0, row0 + n) of head h of a [B, T, heads, dim] view, as an n x dim f64 matrix.
-std::vector<double> load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t n,
-                              int64_t h) {
+std::vector<double> load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t n, int64_t h) {
   const int64_t dim = t.size(3);
   std::vector<double> m(static_cast<size_t>(n * dim));
   for (int64_t r = 0; r < n; ++r)
     for (int64_t d = 0; d < dim; ++d)
-      m[r * dim + d] = load_at(t, b * t.stride(0) + (row0 + r) * t.stride(1) + h * t.stride(2) +
-                                      d * t.stride(3));
+      m[r * dim + d] = load_at(
+          t, b * t.stride(0) + (row0 + r) * t.stride(1) + h * t.stride(2) + d * t.stride(3));
   return m;
 }
 
@@ -110,9 +109,10 @@ void flash_forward(const FlashArgs& a, DType emulate) {
         }
         for (double& x : o) x = round_as(emulate, x);
         store_row(a.out, sq.batch, sq.q_start + i, h, o.data());
-        store_at(a.lse, sq.batch * a.lse.stride(0) + h * a.lse.stride(1) +
-                            (sq.q_start + i) * a.lse.stride(2),
-                 lse[i]);
+        store_at(
+            a.lse,
+            sq.batch * a.lse.stride(0) + h * a.lse.stride(1) + (sq.q_start + i) * a.lse.stride(2),
+            lse[i]);
       }
     }
   }
