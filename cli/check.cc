@@ -108,14 +108,17 @@ std::vector<Check> all_checks() {
                       return std::max(rel_err(f.out, r.out), rel_err(f.lse, r.lse));
                     }});
   checks.push_back(
-      {"flash_backward", "f32 causal GQA softcap", 1e-5, [](uint64_t s) {
+      {"flash_backward", "f32 causal GQA softcap alibi", 1e-5, [](uint64_t s) {
          Tensor q = randn({2, 70, 4, 48}, DType::kF32, s);
          Tensor k = randn({2, 90, 2, 48}, DType::kF32, s + 1);
          Tensor v = randn({2, 90, 2, 40}, DType::kF32, s + 2);
          Tensor dout = randn({2, 70, 4, 40}, DType::kF32, s + 3);
+         Tensor slopes = Tensor::empty({4}, DType::kF32);
+         fill(slopes, 0.25);
          FlashOptions o;
          o.causal = true;
          o.softcap = 4.f;
+         o.alibi_slopes = slopes;
          FlashOutput f = flash_attention(q, k, v, o);
          FlashGrads g = flash_attention_grad(q, k, v, f.out, f.lse, dout, o);
          o.impl = Impl::kRef;

@@ -54,4 +54,25 @@ std::string simd_target() {
   return hwy::TargetName(targets & -targets);
 }
 
+std::vector<std::pair<int64_t, std::string>> available_simd_targets() {
+  // HWY_TARGETS here is the same list the kernels were compiled for (same definitions).
+  std::vector<std::pair<int64_t, std::string>> out;
+  for (int64_t bits = hwy::SupportedTargets() & HWY_TARGETS; bits != 0; bits &= bits - 1) {
+    const int64_t t = bits & -bits;  // lowest bit = best target
+    out.emplace_back(t, hwy::TargetName(t));
+  }
+  return out;
+}
+
+void force_simd_target(int64_t target) {
+  hwy::SetSupportedTargetsForTest(0);  // judge `target` against the real CPU, not a mock
+  if (target != 0) {
+    bool ok = false;
+    for (const auto& [t, name] : available_simd_targets()) ok |= t == target;
+    SUBQ_CHECK_ARG(ok, "force_simd_target", "target", "one of available_simd_targets() or 0",
+                   target);
+  }
+  hwy::SetSupportedTargetsForTest(target);
+}
+
 }  // namespace subq

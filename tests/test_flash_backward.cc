@@ -106,6 +106,10 @@ TEST(FlashBackwardReference, FiniteDifferences) {
       {"window (2, 1)", [](FlashOptions& o) { o.window_left = 2, o.window_right = 1; }},
       {"softcap 1.5", [](FlashOptions& o) { o.softcap = 1.5f, o.softmax_scale = 1.f; }},
       {"alibi causal", [&](FlashOptions& o) { o.alibi_slopes = slopes, o.causal = true; }},
+      {"softcap + alibi + window",
+       [&](FlashOptions& o) {
+         o.softcap = 1.5f, o.softmax_scale = 1.f, o.alibi_slopes = slopes, o.window_left = 3;
+       }},
   };
   for (const auto& v : variants) {
     SCOPED_TRACE(v.name);
@@ -159,6 +163,7 @@ TEST(FlashBackward, Options) {
       {"softcap",
        [](FlashOptions& o) { o.softcap = 3.f, o.softmax_scale = 0.4f, o.causal = true; }},
       {"alibi", [&](FlashOptions& o) { o.alibi_slopes = slopes; }},
+      {"softcap + alibi", [&](FlashOptions& o) { o.softcap = 2.f, o.alibi_slopes = slopes; }},
       {"scale", [](FlashOptions& o) { o.softmax_scale = 0.05f; }},
   };
   for (const auto& v : variants) {

@@ -90,9 +90,11 @@ struct ScoreTile {
 
 // Applies softcap, ALiBi and the mask to S^T (nk rows, ncols columns with stride lds, ncols a
 // multiple of the lane count). Masked entries become -inf. Columns >= nq are padding and are
-// left as they are.
+// left as they are. With softcap and `cap_grad` given, cap_grad (same layout) receives the
+// softcap's derivative 1 - tanh^2(s / c), which the backward needs and cannot recover from the
+// biased score.
 HWY_INLINE void ScoreEpilogue(float* HWY_RESTRICT st, size_t lds, size_t ncols, const ScoreTile& t,
-                              float softcap, float slope) {
+                              float softcap, float slope, float* HWY_RESTRICT cap_grad = nullptr) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const size_t L = hn::Lanes(df);
@@ -100,10 +102,13 @@ HWY_INLINE void ScoreEpilogue(float* HWY_RESTRICT st, size_t lds, size_t ncols, 
   const auto neg_inf = hn::Set(df, -std::numeric_limits<float>::infinity());
   if (softcap > 0) {
     const auto c = hn::Set(df, softcap), inv_c = hn::Set(df, 1.0f / softcap);
+    const auto one = hn::Set(df, 1.f);
     for (int64_t j = 0; j < t.nk; ++j)
       for (size_t i = 0; i < ncols; i += L) {
         float* p = st + j * lds + i;
-        hn::StoreU(hn::Mul(c, hn::Tanh(df, hn::Mul(hn::LoadU(df, p), inv_c))), df, p);
+        const auto th = hn::Tanh(df, hn::Mul(hn::LoadU(df, p), inv_c));
+        hn::StoreU(hn::Mul(c, th), df, p);
+        if (cap_grad) hn::StoreU(hn::NegMulAdd(th, th, one), df, cap_grad + j * lds + i);
       }
   }
   if (slope != 0.f) {

@@ -118,9 +118,9 @@ void QueryRange(const FlashSeq& s, int64_t k0, int64_t nk, int64_t left, int64_t
 }
 
 struct KvScratch {
-  float *kt, *vt, *st, *dpt, *dk, *dv, *dq;
+  float *kt, *vt, *st, *dpt, *dk, *dv, *dq, *capd;
   static size_t Floats(size_t DP, size_t DvP) {
-    return 2 * kBlockK * DP + 2 * kBlockK * DvP + 2 * kBlockK * kBlockQ + kBlockQ * DP;
+    return 2 * kBlockK * DP + 2 * kBlockK * DvP + 3 * kBlockK * kBlockQ + kBlockQ * DP;
   }
   KvScratch(float* p, size_t DP, size_t DvP) {
     kt = p;
@@ -130,6 +130,7 @@ struct KvScratch {
     dk = dpt + kBlockK * kBlockQ;
     dv = dk + kBlockK * DP;
     dq = dv + kBlockK * DvP;
+    capd = dq + kBlockQ * DP;  // the softcap's derivative, [BK x BQ]
   }
 };
 
@@ -176,7 +177,6 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
   int64_t qlo, qhi;
   QueryRange(s, k0, nk, a.left, a.right, qlo, qhi);
   const V scale = hn::Set(df, a.scale);
-  const V zero = hn::Zero(df);
   for (int64_t h = it.kvh * a.group(); h < (it.kvh + 1) * a.group(); ++h) {
     const float slope = a.slope(it.seq, h);
     // Query blocks are aligned to multiples of BQ (the packs are).
@@ -206,7 +206,8 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
 
       // S^T = K Q^T (scale folded into Q^T), softcap, ALiBi, mask.
       GemmTile(nk, ncols, D, kp, ldk, 1, pk.qt(base), kBlockQ, w.st, kBlockQ, TileInit::kOverwrite);
-      ScoreEpilogue(w.st, kBlockQ, ncols, {q0, nq, k0, nk, off, a.left, a.right}, a.softcap, slope);
+      ScoreEpilogue(w.st, kBlockQ, ncols, {q0, nq, k0, nk, off, a.left, a.right}, a.softcap, slope,
+                    w.capd);
       // dP^T = V dO^T.
       GemmTile(nk, ncols, Dv, vp, ldv, 1, pk.dot(base), kBlockQ, w.dpt, kBlockQ,
                TileInit::kOverwrite);
@@ -214,8 +215,6 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
       const float* lse = pk.lse(base);
       const float* delta = pk.delta(base);
       const bool capped = a.softcap > 0;
-      const V inv_cap = hn::Set(df, capped ? 1.f / a.softcap : 0.f);
-      const V one = hn::Set(df, 1.f);
       for (size_t i = 0; i < ncols; i += L) {
         const V l = hn::LoadU(df, lse + i), dl = hn::LoadU(df, delta + i);
         for (int64_t j = 0; j < nk; ++j) {
@@ -225,10 +224,9 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
           const V p = hn::Exp(df, hn::Sub(sv, l));
           V ds = hn::Mul(hn::Mul(p, hn::Sub(hn::LoadU(df, dp), dl)), scale);
           if (capped) {
-            // d(c tanh(x / c))/dx = 1 - tanh^2 = 1 - (s / c)^2 with s the capped score. Masked
-            // entries have p = 0, and their -inf score must not make 0 * inf = NaN.
-            const V t = hn::Mul(sv, inv_cap);
-            ds = hn::IfThenElse(hn::Eq(p, zero), zero, hn::Mul(ds, hn::NegMulAdd(t, t, one)));
+            // d(c tanh(x / c))/dx = 1 - tanh^2(x / c), saved by the epilogue before the ALiBi
+            // bias was added (masked entries have p = 0 and a finite factor: ds stays 0).
+            ds = hn::Mul(ds, hn::LoadU(df, w.capd + j * kBlockQ + i));
           }
           hn::StoreU(p, df, sp);
           hn::StoreU(ds, df, dp);
