@@ -58,7 +58,7 @@ int main() {
               subq::cpu::simd_lanes_f32());
   std::printf("%-10s %-4s %-26s %10s\n", "MxNxK", "op", "candidate", "GFLOP/s");
   const int shapes[][3] = {{64, 64, 64},  {64, 64, 128}, {64, 128, 64},
-                           {48, 48, 128}, {48, 128, 48}, {128, 128, 128}};
+                           {96, 96, 128}, {96, 128, 96}, {128, 128, 128}};
   for (const auto& s : shapes) {
     const int M = s[0], N = s[1], K = s[2];
     const double flops = 2.0 * M * N * K;
