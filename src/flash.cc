@@ -179,25 +179,24 @@ FlashArgs make_args(const char* where, const TensorView& q, const TensorView& k,
   return a;
 }
 
-// The fast kernels read rows with unit stride along the head dim. A view without it is copied
-// (inputs) or computed into a temporary and copied back (outputs); everything else is read in
-// place whatever its strides.
-struct UnitStride {
-  TensorView view;
-  Tensor tmp;
-  const TensorView* orig = nullptr;
-  UnitStride(const TensorView& t, bool is_output) {
-    if (!t.defined() || t.stride(-1) == 1 || t.size(-1) == 1) {
-      view = t;
-      return;
-    }
-    tmp = is_output ? Tensor::empty(t.sizes(), t.dtype()) : Tensor::copy_of(t);
-    view = tmp.view();
-    if (is_output) orig = &t;
+// The fast kernels read rows with unit stride along the head dim. A view without it is replaced
+// by a contiguous copy (inputs) or by a temporary that finish() copies back (outputs); every
+// other view is read in place whatever its strides.
+class UnitStride {
+ public:
+  UnitStride(TensorView& field, bool is_output) {
+    if (!field.defined() || field.stride(-1) == 1 || field.size(-1) == 1) return;
+    tmp_ = is_output ? Tensor::empty(field.sizes(), field.dtype()) : Tensor::copy_of(field);
+    if (is_output) orig_ = field;
+    field = tmp_.view();
   }
   void finish() const {
-    if (orig) copy_into(view, *orig);
+    if (orig_.defined()) copy_into(tmp_, orig_);
   }
+
+ private:
+  Tensor tmp_;
+  TensorView orig_;
 };
 
 }  // namespace
@@ -220,11 +219,7 @@ void flash_attention_forward(const TensorView& q, const TensorView& k, const Ten
                              const FlashOptions& opt) {
   FlashArgs a = detail::make_flash_forward_args(q, k, v, out, lse, opt);
   if (resolve_impl(opt.impl) == Impl::kRef) return ref::flash_forward(a);
-  UnitStride uq(q, false), uk(k, false), uv(v, false), uo(out, true);
-  a.q = uq.view;
-  a.k = uk.view;
-  a.v = uv.view;
-  a.out = uo.view;
+  UnitStride uq(a.q, false), uk(a.k, false), uv(a.v, false), uo(a.out, true);
   cpu::flash_forward(a);
   uo.finish();
 }
@@ -250,16 +245,8 @@ void flash_attention_backward(const TensorView& q, const TensorView& k, const Te
   a.dk = dk;
   a.dv = dv;
   if (resolve_impl(opt.impl) == Impl::kRef) return ref::flash_backward(a);
-  UnitStride uq(q, false), uk(k, false), uv(v, false), uo(out, false), udo(dout, false),
-      udq(dq, true), udk(dk, true), udv(dv, true);
-  a.q = uq.view;
-  a.k = uk.view;
-  a.v = uv.view;
-  a.out = uo.view;
-  a.dout = udo.view;
-  a.dq = udq.view;
-  a.dk = udk.view;
-  a.dv = udv.view;
+  UnitStride uq(a.q, false), uk(a.k, false), uv(a.v, false), uo(a.out, false), udo(a.dout, false),
+      udq(a.dq, true), udk(a.dk, true), udv(a.dv, true);
   cpu::flash_backward(a);
   udq.finish();
   udk.finish();
@@ -360,11 +347,7 @@ void flash_attention_decode(const TensorView& q, const TensorView& k_cache,
   a.out = out;
   a.lse = lse;
   if (resolve_impl(opt.impl) == Impl::kRef) return ref::flash_decode(a);
-  UnitStride uq(q, false), uk(k_cache, false), uv(v_cache, false), uo(out, true);
-  a.q = uq.view;
-  a.k_cache = uk.view;
-  a.v_cache = uv.view;
-  a.out = uo.view;
+  UnitStride uq(a.q, false), uk(a.k_cache, false), uv(a.v_cache, false), uo(a.out, true);
   cpu::flash_decode(a);
   uo.finish();
 }

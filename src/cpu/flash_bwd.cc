@@ -38,11 +38,7 @@ namespace {
 
 using detail::FlashArgs;
 using detail::FlashSeq;
-
-const char* RowPtr(const TensorView& t, int64_t b, int64_t row, int64_t h) {
-  return static_cast<const char*>(t.data()) +
-         (b * t.stride(0) + row * t.stride(1) + h * t.stride(2)) * dtype_size(t.dtype());
-}
+using detail::row_ptr;
 
 // Everything the main pass reads per (sequence, head, query block), in one f32 arena.
 struct QPack {
@@ -86,15 +82,15 @@ void PackQueryBlock(const FlashArgs& a, const QPack& pk, const FlashSeq& s, int6
       continue;
     }
     const int64_t r = s.q_start + q0 + i;
-    LoadRowF32(RowPtr(a.q, s.batch, r, h), a.q.dtype(), D, row, pk.DP);
+    LoadRowF32(row_ptr(a.q, s.batch, r, h), a.q.dtype(), D, row, pk.DP);
     for (int64_t d = 0; d < D; ++d) qt[d * kBlockQ + i] = row[d] * a.scale;
     if (pk.q_rows) std::copy(row, row + pk.DP, pk.qrows(base) + i * pk.DP);
     // delta = dO . O, both read as f32.
-    LoadRowF32(RowPtr(a.dout, s.batch, r, h), a.dout.dtype(), Dv, row, pk.DvP);
+    LoadRowF32(row_ptr(a.dout, s.batch, r, h), a.dout.dtype(), Dv, row, pk.DvP);
     for (int64_t d = 0; d < Dv; ++d) dot[d * kBlockQ + i] = row[d];
     if (pk.do_rows) std::copy(row, row + pk.DvP, pk.dorows(base) + i * pk.DvP);
     float* orow = row + pk.DvP;
-    LoadRowF32(RowPtr(a.out, s.batch, r, h), a.out.dtype(), Dv, orow, Dv);
+    LoadRowF32(row_ptr(a.out, s.batch, r, h), a.out.dtype(), Dv, orow, Dv);
     double dl = 0;
     for (int64_t d = 0; d < Dv; ++d) dl += static_cast<double>(row[d]) * orow[d];
     delta[i] = static_cast<float>(dl);
@@ -149,11 +145,11 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
   const float* kp;
   size_t ldk;
   if (k_direct) {
-    kp = reinterpret_cast<const float*>(RowPtr(a.k, s.batch, s.k_start + k0, it.kvh));
+    kp = reinterpret_cast<const float*>(row_ptr(a.k, s.batch, s.k_start + k0, it.kvh));
     ldk = a.k.stride(1);
   } else {
     for (int64_t j = 0; j < nk; ++j)
-      LoadRowF32(RowPtr(a.k, s.batch, s.k_start + k0 + j, it.kvh), a.k.dtype(), D, w.kt + j * DP,
+      LoadRowF32(row_ptr(a.k, s.batch, s.k_start + k0 + j, it.kvh), a.k.dtype(), D, w.kt + j * DP,
                  DP);
     kp = w.kt;
     ldk = DP;
@@ -162,11 +158,11 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
   const float* vp;
   size_t ldv;
   if (a.v.dtype() == DType::kF32) {
-    vp = reinterpret_cast<const float*>(RowPtr(a.v, s.batch, s.k_start + k0, it.kvh));
+    vp = reinterpret_cast<const float*>(row_ptr(a.v, s.batch, s.k_start + k0, it.kvh));
     ldv = a.v.stride(1);
   } else {
     for (int64_t j = 0; j < nk; ++j)
-      LoadRowF32(RowPtr(a.v, s.batch, s.k_start + k0 + j, it.kvh), a.v.dtype(), Dv, w.vt + j * DvP,
+      LoadRowF32(row_ptr(a.v, s.batch, s.k_start + k0 + j, it.kvh), a.v.dtype(), Dv, w.vt + j * DvP,
                  DvP);
     vp = w.vt;
     ldv = DvP;
@@ -191,7 +187,7 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
         qrows = pk.qrows(base);
         ldq = DP;
       } else {
-        qrows = reinterpret_cast<const float*>(RowPtr(a.q, s.batch, s.q_start + q0, h));
+        qrows = reinterpret_cast<const float*>(row_ptr(a.q, s.batch, s.q_start + q0, h));
         ldq = a.q.stride(1);
       }
       const float* dorows;
@@ -200,7 +196,7 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
         dorows = pk.dorows(base);
         lddo = DvP;
       } else {
-        dorows = reinterpret_cast<const float*>(RowPtr(a.dout, s.batch, s.q_start + q0, h));
+        dorows = reinterpret_cast<const float*>(row_ptr(a.dout, s.batch, s.q_start + q0, h));
         lddo = a.dout.stride(1);
       }
 
@@ -249,10 +245,10 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
   }
   // Write dK and dV rows of this key block (the item owns them).
   for (int64_t j = 0; j < nk; ++j) {
-    StoreRowF32(w.dk + j * DP, D,
-                const_cast<char*>(RowPtr(a.dk, s.batch, s.k_start + k0 + j, it.kvh)), a.dk.dtype());
-    StoreRowF32(w.dv + j * DvP, Dv,
-                const_cast<char*>(RowPtr(a.dv, s.batch, s.k_start + k0 + j, it.kvh)), a.dv.dtype());
+    StoreRowF32(w.dk + j * DP, D, (row_ptr(a.dk, s.batch, s.k_start + k0 + j, it.kvh)),
+                a.dk.dtype());
+    StoreRowF32(w.dv + j * DvP, Dv, (row_ptr(a.dv, s.batch, s.k_start + k0 + j, it.kvh)),
+                a.dv.dtype());
   }
 }
 
@@ -337,8 +333,8 @@ void FlashBackward(const FlashArgs& a) {
     const float* acc = dq_acc.data() + (qi.qb * a.H + h) * kBlockQ * pk.DP;
     const int64_t nq = std::min<int64_t>(kBlockQ, s.Tq - qi.q0);
     for (int64_t i = 0; i < nq; ++i)
-      StoreRowF32(acc + i * pk.DP, a.D,
-                  const_cast<char*>(RowPtr(a.dq, s.batch, s.q_start + qi.q0 + i, h)), a.dq.dtype());
+      StoreRowF32(acc + i * pk.DP, a.D, (row_ptr(a.dq, s.batch, s.q_start + qi.q0 + i, h)),
+                  a.dq.dtype());
   });
 
   // Varlen rows outside every sequence, and keys no sequence covers: zero.

@@ -29,16 +29,12 @@ namespace subq::cpu::HWY_NAMESPACE {
 namespace {
 
 using detail::FlashDecodeArgs;
+using detail::row_ptr;
 
 // Keys per block: scores of a block for all rows stay in L1 (rows x 64 floats).
 constexpr int64_t kKeyBlock = 64;
 // A split is worth its merge only above a few hundred keys.
 constexpr int64_t kMinKeysPerSplit = 256;
-
-const char* RowPtr(const TensorView& t, int64_t b, int64_t row, int64_t h) {
-  return static_cast<const char*>(t.data()) +
-         (b * t.stride(0) + row * t.stride(1) + h * t.stride(2)) * dtype_size(t.dtype());
-}
 
 // Positions [lo, hi) of sequence b that any of its Tn queries can see.
 void VisibleRange(const FlashDecodeArgs& a, int64_t b, int64_t& lo, int64_t& hi) {
@@ -94,7 +90,7 @@ void DecodeItem(const FlashDecodeArgs& a, int64_t b, int64_t p_lo, int64_t p_hi,
     for (int64_t j = 0; j < nk; ++j) {
       const int64_t slot = a.slot(p0 + j);
       for (int64_t kvh = 0; kvh < a.Hkv; ++kvh) {
-        const float* k = reinterpret_cast<const float*>(RowPtr(a.k_cache, b, slot, kvh));
+        const float* k = reinterpret_cast<const float*>(row_ptr(a.k_cache, b, slot, kvh));
         if (!k_direct) {
           LoadRowF32(k, a.k_cache.dtype(), a.D, krow, DP);
           k = krow;
@@ -158,7 +154,7 @@ void DecodeItem(const FlashDecodeArgs& a, int64_t b, int64_t p_lo, int64_t p_hi,
     for (int64_t j = 0; j < nk; ++j) {
       const int64_t slot = a.slot(p0 + j);
       for (int64_t kvh = 0; kvh < a.Hkv; ++kvh) {
-        const float* v = reinterpret_cast<const float*>(RowPtr(a.v_cache, b, slot, kvh));
+        const float* v = reinterpret_cast<const float*>(row_ptr(a.v_cache, b, slot, kvh));
         if (!v_direct) {
           LoadRowF32(v, a.v_cache.dtype(), a.Dv, vrow, DvP);
           v = vrow;
@@ -212,7 +208,7 @@ void FlashDecode(const FlashDecodeArgs& a) {
     for (int64_t h = 0; h < a.H; ++h)
       for (int64_t i = 0; i < a.Tn; ++i) {
         float* dst = qs.data() + (b * R + h * a.Tn + i) * DP;
-        LoadRowF32(RowPtr(a.q, b, i, h), a.q.dtype(), a.D, dst, DP);
+        LoadRowF32(row_ptr(a.q, b, i, h), a.q.dtype(), a.D, dst, DP);
         for (int64_t d = 0; d < a.D; ++d) dst[d] *= a.scale;
       }
 
@@ -253,7 +249,7 @@ void FlashDecode(const FlashDecodeArgs& a) {
       const int64_t h = r / a.Tn, i = r % a.Tn;
       const float inv = l > 0 ? 1.f / l : 0.f;
       for (float& x : o) x *= inv;
-      StoreRowF32(o.data(), a.Dv, const_cast<char*>(RowPtr(a.out, b, i, h)), a.out.dtype());
+      StoreRowF32(o.data(), a.Dv, (row_ptr(a.out, b, i, h)), a.out.dtype());
       a.lse.data_as<float>()[b * a.lse.stride(0) + h * a.lse.stride(1) + i * a.lse.stride(2)] =
           l > 0 ? m + std::log(l) : neg_inf;
     }

@@ -35,6 +35,7 @@ namespace {
 
 using detail::FlashArgs;
 using detail::FlashSeq;
+using detail::row_ptr;
 
 struct FwdItem {
   int32_t seq, head;
@@ -70,11 +71,6 @@ struct FwdScratch {
   }
 };
 
-const char* RowPtr(const TensorView& t, int64_t b, int64_t row, int64_t h) {
-  return static_cast<const char*>(t.data()) +
-         (b * t.stride(0) + row * t.stride(1) + h * t.stride(2)) * dtype_size(t.dtype());
-}
-
 void ForwardItem(const FlashArgs& a, const FwdItem& it, const FwdScratch& w) {
   const hn::ScalableTag<float> df;
   const size_t L = hn::Lanes(df);
@@ -90,7 +86,7 @@ void ForwardItem(const FlashArgs& a, const FwdItem& it, const FwdScratch& w) {
   // Q^T, scaled: qt[d * BQ + i] = scale * q[q0 + i, d].
   for (int64_t i = 0; i < static_cast<int64_t>(ncols); ++i) {
     if (i < nq) {
-      LoadRowF32(RowPtr(a.q, s.batch, s.q_start + q0 + i, h), a.q.dtype(), D, w.row, D);
+      LoadRowF32(row_ptr(a.q, s.batch, s.q_start + q0 + i, h), a.q.dtype(), D, w.row, D);
       for (int64_t d = 0; d < D; ++d) w.qt[d * kBlockQ + i] = w.row[d] * a.scale;
     } else {
       for (int64_t d = 0; d < D; ++d) w.qt[d * kBlockQ + i] = 0.f;
@@ -113,22 +109,22 @@ void ForwardItem(const FlashArgs& a, const FwdItem& it, const FwdScratch& w) {
     const float* kp;
     size_t ldk;
     if (k_direct) {
-      kp = reinterpret_cast<const float*>(RowPtr(a.k, s.batch, s.k_start + k0, kvh));
+      kp = reinterpret_cast<const float*>(row_ptr(a.k, s.batch, s.k_start + k0, kvh));
       ldk = a.k.stride(1);
     } else {
       for (int64_t j = 0; j < nk; ++j)
-        LoadRowF32(RowPtr(a.k, s.batch, s.k_start + k0 + j, kvh), a.k.dtype(), D, w.kt + j * D, D);
+        LoadRowF32(row_ptr(a.k, s.batch, s.k_start + k0 + j, kvh), a.k.dtype(), D, w.kt + j * D, D);
       kp = w.kt;
       ldk = D;
     }
     const float* vp;
     size_t ldv;
     if (v_direct) {
-      vp = reinterpret_cast<const float*>(RowPtr(a.v, s.batch, s.k_start + k0, kvh));
+      vp = reinterpret_cast<const float*>(row_ptr(a.v, s.batch, s.k_start + k0, kvh));
       ldv = a.v.stride(1);
     } else {
       for (int64_t j = 0; j < nk; ++j)
-        LoadRowF32(RowPtr(a.v, s.batch, s.k_start + k0 + j, kvh), a.v.dtype(), Dv, w.vt + j * DvP,
+        LoadRowF32(row_ptr(a.v, s.batch, s.k_start + k0 + j, kvh), a.v.dtype(), Dv, w.vt + j * DvP,
                    DvP);
       vp = w.vt;
       ldv = DvP;
@@ -177,7 +173,7 @@ void ForwardItem(const FlashArgs& a, const FwdItem& it, const FwdScratch& w) {
     } else {
       for (int64_t d = 0; d < Dv; ++d) o[d] *= inv;
     }
-    char* dst = const_cast<char*>(RowPtr(a.out, s.batch, s.q_start + q0 + i, h));
+    char* dst = (row_ptr(a.out, s.batch, s.q_start + q0 + i, h));
     StoreRowF32(o, Dv, dst, a.out.dtype());
     float* lse = a.lse.data_as<float>() + s.batch * a.lse.stride(0) + h * a.lse.stride(1) +
                  (s.q_start + q0 + i) * a.lse.stride(2);
