@@ -86,16 +86,46 @@ float round_to(DType dt, float x) {
   }
 }
 
-namespace {
-template <class Src>
-double load_as_double(const Src* p, size_t i, DType dt) {
-  if constexpr (sizeof(Src) == 2) {
-    return dt == DType::kBF16 ? bf16_to_f32(p[i]) : f16_to_f32(p[i]);
-  } else {
-    return static_cast<double>(p[i]);
+double load_element(const void* base, DType dt, int64_t i) {
+  switch (dt) {
+    case DType::kF32:
+      return static_cast<const float*>(base)[i];
+    case DType::kF64:
+      return static_cast<const double*>(base)[i];
+    case DType::kBF16:
+      return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    case DType::kF16:
+      return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    case DType::kI32:
+      return static_cast<const int32_t*>(base)[i];
+    case DType::kI64:
+      return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+  }
+  return 0;
+}
+
+void store_element(void* base, DType dt, int64_t i, double x) {
+  switch (dt) {
+    case DType::kF32:
+      static_cast<float*>(base)[i] = static_cast<float>(x);
+      break;
+    case DType::kF64:
+      static_cast<double*>(base)[i] = x;
+      break;
+    case DType::kBF16:
+      static_cast<uint16_t*>(base)[i] = f32_to_bf16(static_cast<float>(x));
+      break;
+    case DType::kF16:
+      static_cast<uint16_t*>(base)[i] = f32_to_f16(static_cast<float>(x));
+      break;
+    case DType::kI32:
+      static_cast<int32_t*>(base)[i] = static_cast<int32_t>(x);
+      break;
+    case DType::kI64:
+      static_cast<int64_t*>(base)[i] = static_cast<int64_t>(x);
+      break;
   }
 }
-}  // namespace
 
 void convert(const void* src, DType src_dt, void* dst, DType dst_dt, size_t n) {
   SUBQ_CHECK(is_float(src_dt) && is_float(dst_dt), "convert: float dtypes only, got ",
@@ -104,40 +134,11 @@ void convert(const void* src, DType src_dt, void* dst, DType dst_dt, size_t n) {
     std::memcpy(dst, src, n * dtype_size(src_dt));
     return;
   }
-  // Scalar loops: these run on tensor set-up and outputs, not inside the kernels (which convert
-  // tiles with SIMD as they load them).
+  // Scalar: this runs on tensor set-up and copies, not inside the kernels (which convert tiles
+  // with SIMD as they load them).
   for (size_t i = 0; i < n; ++i) {
-    double x = 0;
-    switch (src_dt) {
-      case DType::kF32:
-        x = static_cast<const float*>(src)[i];
-        break;
-      case DType::kF64:
-        x = static_cast<const double*>(src)[i];
-        break;
-      case DType::kBF16:
-      case DType::kF16:
-        x = load_as_double(static_cast<const uint16_t*>(src), i, src_dt);
-        break;
-      default:
-        break;
-    }
-    switch (dst_dt) {
-      case DType::kF32:
-        static_cast<float*>(dst)[i] = static_cast<float>(x);
-        break;
-      case DType::kF64:
-        static_cast<double*>(dst)[i] = x;
-        break;
-      case DType::kBF16:
-        static_cast<uint16_t*>(dst)[i] = f32_to_bf16(static_cast<float>(x));
-        break;
-      case DType::kF16:
-        static_cast<uint16_t*>(dst)[i] = f32_to_f16(static_cast<float>(x));
-        break;
-      default:
-        break;
-    }
+    const auto k = static_cast<int64_t>(i);
+    store_element(dst, dst_dt, k, load_element(src, src_dt, k));
   }
 }
 

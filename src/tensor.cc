@@ -160,46 +160,11 @@ void for_each_row(const TensorView& a, const TensorView& b, Fn&& fn) {
 }  // namespace
 
 double load_at(const TensorView& t, int64_t off) {
-  const char* p = static_cast<const char*>(t.data());
-  switch (t.dtype()) {
-    case DType::kF32:
-      return reinterpret_cast<const float*>(p)[off];
-    case DType::kF64:
-      return reinterpret_cast<const double*>(p)[off];
-    case DType::kBF16:
-      return bf16_to_f32(reinterpret_cast<const uint16_t*>(p)[off]);
-    case DType::kF16:
-      return f16_to_f32(reinterpret_cast<const uint16_t*>(p)[off]);
-    case DType::kI32:
-      return reinterpret_cast<const int32_t*>(p)[off];
-    case DType::kI64:
-      return static_cast<double>(reinterpret_cast<const int64_t*>(p)[off]);
-  }
-  return 0;
+  return load_element(t.data(), t.dtype(), off);
 }
 
 void store_at(const TensorView& t, int64_t off, double x) {
-  char* p = static_cast<char*>(t.data());
-  switch (t.dtype()) {
-    case DType::kF32:
-      reinterpret_cast<float*>(p)[off] = static_cast<float>(x);
-      break;
-    case DType::kF64:
-      reinterpret_cast<double*>(p)[off] = x;
-      break;
-    case DType::kBF16:
-      reinterpret_cast<uint16_t*>(p)[off] = f32_to_bf16(static_cast<float>(x));
-      break;
-    case DType::kF16:
-      reinterpret_cast<uint16_t*>(p)[off] = f32_to_f16(static_cast<float>(x));
-      break;
-    case DType::kI32:
-      reinterpret_cast<int32_t*>(p)[off] = static_cast<int32_t>(x);
-      break;
-    case DType::kI64:
-      reinterpret_cast<int64_t*>(p)[off] = static_cast<int64_t>(x);
-      break;
-  }
+  store_element(t.data(), t.dtype(), off, x);
 }
 
 namespace {

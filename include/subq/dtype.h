@@ -53,6 +53,11 @@ uint16_t f32_to_f16(float f);
 // Rounds a value to the precision of `dt` (identity for f32/f64). Used by references and tests.
 float round_to(DType dt, float x);
 
+// Element i of an array of dtype dt, as double (any dtype), and the reverse (rounding to the
+// nearest representable value; integers truncate).
+double load_element(const void* base, DType dt, int64_t i);
+void store_element(void* base, DType dt, int64_t i, double x);
+
 // Converts n elements between float dtypes (f32, bf16, f16, f64); vectorised on the fast path.
 void convert(const void* src, DType src_dt, void* dst, DType dst_dt, size_t n);
 

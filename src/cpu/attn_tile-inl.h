@@ -17,6 +17,7 @@
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "src/cpu/gemm_tile-inl.h"
+#include "src/flash_args.h"
 #include "subq/dtype.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -59,6 +60,28 @@ HWY_INLINE void LoadRowF32(const void* src, DType dt, size_t n, float* HWY_RESTR
     for (; i < n; ++i) dst[i] = f16_to_f32(u[i]);
   }
   for (; i < npad; ++i) dst[i] = 0.f;
+}
+
+// A block of rows of one head as f32 GEMM operand: a pointer and a row stride in floats.
+struct F32Rows {
+  const float* p;
+  size_t ld;
+};
+
+// Rows [row0, row0 + n) of head h of batch entry b of a [B, T, heads, dim] view. Read in place
+// when the view is f32 and, if `whole_vectors` (a B operand, read by full vectors), its row
+// length is a multiple of the lane count; otherwise converted into `scratch` with rows padded
+// with zeros to `ld_pad` floats.
+HWY_INLINE F32Rows RowsAsF32(const TensorView& t, int64_t b, int64_t row0, int64_t n, int64_t h,
+                             bool whole_vectors, float* scratch, size_t ld_pad) {
+  const int64_t dim = t.size(3);
+  const auto L = static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>()));
+  if (t.dtype() == DType::kF32 && (!whole_vectors || dim % L == 0))
+    return {reinterpret_cast<const float*>(detail::row_ptr(t, b, row0, h)),
+            static_cast<size_t>(t.stride(1))};
+  for (int64_t j = 0; j < n; ++j)
+    LoadRowF32(detail::row_ptr(t, b, row0 + j, h), t.dtype(), dim, scratch + j * ld_pad, ld_pad);
+  return {scratch, ld_pad};
 }
 
 // dst[0, n) = src[0, n) converted to dtype dt (f32, bf16 or f16), round to nearest even. Rows are

@@ -140,33 +140,12 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
   const int64_t k0 = it.k0, nk = std::min<int64_t>(kBlockK, s.Tk - k0);
   const int64_t off = s.Tk - s.Tq;
 
-  // K: broadcast operand of S^T and B operand of dQ (whole vectors: needs D % L == 0).
-  const bool k_direct = a.k.dtype() == DType::kF32 && D % static_cast<int64_t>(L) == 0;
-  const float* kp;
-  size_t ldk;
-  if (k_direct) {
-    kp = reinterpret_cast<const float*>(row_ptr(a.k, s.batch, s.k_start + k0, it.kvh));
-    ldk = a.k.stride(1);
-  } else {
-    for (int64_t j = 0; j < nk; ++j)
-      LoadRowF32(row_ptr(a.k, s.batch, s.k_start + k0 + j, it.kvh), a.k.dtype(), D, w.kt + j * DP,
-                 DP);
-    kp = w.kt;
-    ldk = DP;
-  }
-  // V: broadcast operand of dP^T only, so any f32 row stride will do.
-  const float* vp;
-  size_t ldv;
-  if (a.v.dtype() == DType::kF32) {
-    vp = reinterpret_cast<const float*>(row_ptr(a.v, s.batch, s.k_start + k0, it.kvh));
-    ldv = a.v.stride(1);
-  } else {
-    for (int64_t j = 0; j < nk; ++j)
-      LoadRowF32(row_ptr(a.v, s.batch, s.k_start + k0 + j, it.kvh), a.v.dtype(), Dv, w.vt + j * DvP,
-                 DvP);
-    vp = w.vt;
-    ldv = DvP;
-  }
+  // K: broadcast operand of S^T and B operand of dQ (whole vectors); V: broadcast operand of
+  // dP^T only.
+  const F32Rows K = RowsAsF32(a.k, s.batch, s.k_start + k0, nk, it.kvh, true, w.kt, DP);
+  const F32Rows Vr = RowsAsF32(a.v, s.batch, s.k_start + k0, nk, it.kvh, false, w.vt, DvP);
+  const float* kp = K.p;
+  const size_t ldk = K.ld;
   std::fill(w.dk, w.dk + nk * DP, 0.f);
   std::fill(w.dv, w.dv + nk * DvP, 0.f);
 
@@ -205,7 +184,7 @@ void BackwardItem(const FlashArgs& a, const BwdItem& it, const QPack& pk, const 
       ScoreEpilogue(w.st, kBlockQ, ncols, {q0, nq, k0, nk, off, a.left, a.right}, a.softcap, slope,
                     w.capd);
       // dP^T = V dO^T.
-      GemmTile(nk, ncols, Dv, vp, ldv, 1, pk.dot(base), kBlockQ, w.dpt, kBlockQ,
+      GemmTile(nk, ncols, Dv, Vr.p, Vr.ld, 1, pk.dot(base), kBlockQ, w.dpt, kBlockQ,
                TileInit::kOverwrite);
       // P^T = exp(S^T - lse) (kept in st); dS^T = scale * P^T o (dP^T - delta) * softcap'.
       const float* lse = pk.lse(base);

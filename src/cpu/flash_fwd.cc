@@ -99,39 +99,15 @@ void ForwardItem(const FlashArgs& a, const FwdItem& it, const FwdScratch& w) {
 
   int64_t klo, khi;
   KeyRange(s, q0, nq, a.left, a.right, klo, khi);
-  // K is the broadcast operand and can be read in place (any row stride) when it is f32; V is
-  // read by whole vectors, so it also needs Dv to be a multiple of the lane count.
-  const bool k_direct = a.k.dtype() == DType::kF32;
-  const bool v_direct = a.v.dtype() == DType::kF32 && Dv % static_cast<int64_t>(L) == 0;
   bool first = true;
   for (int64_t k0 = klo; k0 < khi; k0 += kBlockK) {
     const int64_t nk = std::min<int64_t>(kBlockK, khi - k0);
-    const float* kp;
-    size_t ldk;
-    if (k_direct) {
-      kp = reinterpret_cast<const float*>(row_ptr(a.k, s.batch, s.k_start + k0, kvh));
-      ldk = a.k.stride(1);
-    } else {
-      for (int64_t j = 0; j < nk; ++j)
-        LoadRowF32(row_ptr(a.k, s.batch, s.k_start + k0 + j, kvh), a.k.dtype(), D, w.kt + j * D, D);
-      kp = w.kt;
-      ldk = D;
-    }
-    const float* vp;
-    size_t ldv;
-    if (v_direct) {
-      vp = reinterpret_cast<const float*>(row_ptr(a.v, s.batch, s.k_start + k0, kvh));
-      ldv = a.v.stride(1);
-    } else {
-      for (int64_t j = 0; j < nk; ++j)
-        LoadRowF32(row_ptr(a.v, s.batch, s.k_start + k0 + j, kvh), a.v.dtype(), Dv, w.vt + j * DvP,
-                   DvP);
-      vp = w.vt;
-      ldv = DvP;
-    }
+    // K is the broadcast operand (any row stride); V is read by whole vectors.
+    const F32Rows K = RowsAsF32(a.k, s.batch, s.k_start + k0, nk, kvh, false, w.kt, D);
+    const F32Rows Vr = RowsAsF32(a.v, s.batch, s.k_start + k0, nk, kvh, true, w.vt, DvP);
 
     // S^T = K Q^T, then softcap / ALiBi / mask.
-    GemmTile(nk, ncols, D, kp, ldk, 1, w.qt, kBlockQ, w.st, kBlockQ, TileInit::kOverwrite);
+    GemmTile(nk, ncols, D, K.p, K.ld, 1, w.qt, kBlockQ, w.st, kBlockQ, TileInit::kOverwrite);
     ScoreEpilogue(w.st, kBlockQ, ncols, {q0, nq, k0, nk, off, a.left, a.right}, a.softcap, slope);
 
     // Online softmax, lane-wise over the queries.
@@ -157,7 +133,7 @@ void ForwardItem(const FlashArgs& a, const FwdItem& it, const FwdScratch& w) {
     }
 
     // O = diag(alpha) O + P V: A = P (row i at st[. * BQ + i], so a_rs = 1, a_cs = BQ).
-    GemmTile(nq, DvP, nk, w.st, 1, kBlockQ, vp, ldv, w.o, DvP,
+    GemmTile(nq, DvP, nk, w.st, 1, kBlockQ, Vr.p, Vr.ld, w.o, DvP,
              first ? TileInit::kOverwrite : TileInit::kRowScaled, w.alpha);
     first = false;
   }
