@@ -15,20 +15,8 @@ namespace {
 using test::randn;
 using test::rel_rms;
 
-struct Case {
-  int64_t B = 1, Tq = 64, Tk = 64, H = 2, Hkv = 1, D = 64, Dv = 64;
-  DType dt = DType::kF32;
-  uint64_t seed = 1;
-};
-
-struct Problem {
-  Tensor q, k, v, dout;
-  explicit Problem(const Case& c)
-      : q(randn({c.B, c.Tq, c.H, c.D}, c.dt, c.seed)),
-        k(randn({c.B, c.Tk, c.Hkv, c.D}, c.dt, c.seed + 1)),
-        v(randn({c.B, c.Tk, c.Hkv, c.Dv}, c.dt, c.seed + 2)),
-        dout(randn({c.B, c.Tq, c.H, c.Dv}, c.dt, c.seed + 3)) {}
-};
+using Case = test::FlashCase;
+using Problem = test::FlashInputs;
 
 FlashGrads grads(const Problem& p, FlashOptions opt, Impl impl) {
   opt.impl = impl;

@@ -16,19 +16,8 @@ namespace {
 using test::randn;
 using test::rel_rms;
 
-struct Case {
-  int64_t B = 1, Tq = 64, Tk = 64, H = 2, Hkv = 1, D = 64, Dv = 64;
-  DType dt = DType::kF32;
-  uint64_t seed = 1;
-};
-
-struct Inputs {
-  Tensor q, k, v;
-  explicit Inputs(const Case& c)
-      : q(randn({c.B, c.Tq, c.H, c.D}, c.dt, c.seed)),
-        k(randn({c.B, c.Tk, c.Hkv, c.D}, c.dt, c.seed + 1)),
-        v(randn({c.B, c.Tk, c.Hkv, c.Dv}, c.dt, c.seed + 2)) {}
-};
+using Case = test::FlashCase;
+using Inputs = test::FlashInputs;
 
 FlashOutput run(const Inputs& in, FlashOptions opt, Impl impl) {
   opt.impl = impl;

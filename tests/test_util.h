@@ -61,4 +61,21 @@ inline bool quick() {
   return e && *e && std::string(e) != "0";
 }
 
+// A random exact-attention problem: q [B,Tq,H,D], k [B,Tk,Hkv,D], v [B,Tk,Hkv,Dv] and an
+// upstream gradient dout [B,Tq,H,Dv], all standard normal from consecutive seeds.
+struct FlashCase {
+  int64_t B = 1, Tq = 64, Tk = 64, H = 2, Hkv = 1, D = 64, Dv = 64;
+  DType dt = DType::kF32;
+  uint64_t seed = 1;
+};
+
+struct FlashInputs {
+  Tensor q, k, v, dout;
+  explicit FlashInputs(const FlashCase& c)
+      : q(randn({c.B, c.Tq, c.H, c.D}, c.dt, c.seed)),
+        k(randn({c.B, c.Tk, c.Hkv, c.D}, c.dt, c.seed + 1)),
+        v(randn({c.B, c.Tk, c.Hkv, c.Dv}, c.dt, c.seed + 2)),
+        dout(randn({c.B, c.Tq, c.H, c.Dv}, c.dt, c.seed + 3)) {}
+};
+
 }  // namespace subq::test
