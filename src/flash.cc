@@ -6,6 +6,7 @@
 #include <cmath>
 #include <string>
 
+#include "src/checks.h"
 #include "src/cpu/flash_cpu.h"
 #include "src/flash_args.h"
 #include "src/ref/flash_ref.h"
@@ -16,68 +17,14 @@ namespace subq {
 namespace {
 
 using detail::concat;
+using namespace detail::checks;  // NOLINT: the shared argument checks
 using detail::FlashArgs;
 using detail::FlashDecodeArgs;
 using detail::FlashSeq;
 
-bool is_input_float(DType dt) {
-  return dt == DType::kF32 || dt == DType::kBF16 || dt == DType::kF16;
-}
-
-void check_tensor(const char* where, const char* name, const TensorView& t, int rank) {
-  SUBQ_CHECK_ARG(t.defined(), where, name, concat("a rank-", rank, " tensor"), "none");
-  SUBQ_CHECK_ARG(t.rank() == rank, where, name, concat("rank ", rank), t.rank(), " (", t.describe(),
-                 ")");
-  SUBQ_CHECK_ARG(t.numel() > 0, where, name, "a non-empty tensor", t.describe());
-  SUBQ_CHECK_ARG(t.data() != nullptr, where, name, "a data pointer", "nullptr");
-}
-
-// The float64 reference also takes f64 tensors (gradient checks by finite differences need
-// them); the fast kernels take f32, bf16 and f16.
-void check_float(const char* where, const char* name, const TensorView& t, bool allow_f64) {
-  if (allow_f64 && t.dtype() == DType::kF64) return;
-  SUBQ_CHECK_ARG(is_input_float(t.dtype()), where, name,
-                 allow_f64 ? "dtype f32, bf16, f16 or f64" : "dtype f32, bf16 or f16",
-                 dtype_name(t.dtype()), t.dtype() == DType::kF64 ? " (f64 needs impl = ref)" : "");
-}
-
-void check_input(const char* where, const char* name, const TensorView& t, int rank,
-                 bool allow_f64 = false) {
-  check_tensor(where, name, t, rank);
-  check_float(where, name, t, allow_f64);
-}
-
-void check_output(const char* where, const char* name, const TensorView& t,
-                  const std::vector<int64_t>& shape, bool allow_f64 = false) {
-  check_tensor(where, name, t, static_cast<int>(shape.size()));
-  std::string want = "shape [";
-  for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
-  want += "]";
-  SUBQ_CHECK_ARG(t.sizes() == shape, where, name, want, t.describe());
-  check_float(where, name, t, allow_f64);
-}
-
 void check_lse(const char* where, const TensorView& lse, const std::vector<int64_t>& shape) {
   check_output(where, "lse", lse, shape);
   SUBQ_CHECK_ARG(lse.dtype() == DType::kF32, where, "lse", "dtype f32", dtype_name(lse.dtype()));
-}
-
-void check_same_dtype(const char* where, const char* name, const TensorView& t,
-                      const TensorView& q) {
-  SUBQ_CHECK_ARG(t.dtype() == q.dtype(), where, name,
-                 concat("dtype ", dtype_name(q.dtype()), " (same as q)"), dtype_name(t.dtype()));
-}
-
-std::vector<int64_t> read_offsets(const char* where, const char* name, const TensorView& t) {
-  SUBQ_CHECK_ARG(t.rank() == 1, where, name, "a rank-1 tensor", t.describe());
-  SUBQ_CHECK_ARG(t.dtype() == DType::kI32 || t.dtype() == DType::kI64, where, name,
-                 "dtype i32 or i64", dtype_name(t.dtype()));
-  SUBQ_CHECK_ARG(t.size(0) >= 2, where, name, "at least 2 offsets (N + 1 for N sequences)",
-                 t.size(0));
-  SUBQ_CHECK_ARG(t.data() != nullptr, where, name, "a data pointer", "nullptr");
-  std::vector<int64_t> v(t.size(0));
-  for (int64_t i = 0; i < t.size(0); ++i) v[i] = static_cast<int64_t>(load_at(t, i * t.stride(0)));
-  return v;
 }
 
 // Common options: scale, window, softcap. Fills the resolved fields of `a`.
@@ -157,20 +104,10 @@ FlashArgs make_args(const char* where, const TensorView& q, const TensorView& k,
                    opt.cu_seqlens_q.defined() ? "cu_seqlens_k" : "cu_seqlens_q",
                    "both cu_seqlens_q and cu_seqlens_k, or neither", "only one");
     SUBQ_CHECK_ARG(B == 1, where, "q", "batch 1 with cu_seqlens (packed [1, sum T, H, D])", B);
-    const auto cq = read_offsets(where, "cu_seqlens_q", opt.cu_seqlens_q);
-    const auto ck = read_offsets(where, "cu_seqlens_k", opt.cu_seqlens_k);
+    const auto cq = read_cu_seqlens(where, "cu_seqlens_q", opt.cu_seqlens_q, q.size(1));
+    const auto ck = read_cu_seqlens(where, "cu_seqlens_k", opt.cu_seqlens_k, k.size(1));
     SUBQ_CHECK_ARG(cq.size() == ck.size(), where, "cu_seqlens_k",
                    concat(cq.size(), " offsets (as many as cu_seqlens_q)"), ck.size());
-    for (const auto* c : {&cq, &ck}) {
-      const char* name = c == &cq ? "cu_seqlens_q" : "cu_seqlens_k";
-      const int64_t rows = c == &cq ? q.size(1) : k.size(1);
-      SUBQ_CHECK_ARG((*c)[0] == 0, where, name, "offsets starting at 0", (*c)[0]);
-      for (size_t i = 1; i < c->size(); ++i)
-        SUBQ_CHECK_ARG((*c)[i] >= (*c)[i - 1], where, name, "non-decreasing offsets", (*c)[i - 1],
-                       " then ", (*c)[i], " at index ", i);
-      SUBQ_CHECK_ARG(c->back() <= rows, where, name,
-                     concat("offsets within the ", rows, " packed rows"), c->back());
-    }
     a.varlen = true;
     for (size_t n = 0; n + 1 < cq.size(); ++n)
       a.seqs.push_back({0, cq[n], cq[n + 1] - cq[n], ck[n], ck[n + 1] - ck[n]});
@@ -178,26 +115,6 @@ FlashArgs make_args(const char* where, const TensorView& q, const TensorView& k,
   a.alibi = read_alibi(where, opt.alibi_slopes, static_cast<int64_t>(a.seqs.size()), a.H);
   return a;
 }
-
-// The fast kernels read rows with unit stride along the head dim. A view without it is replaced
-// by a contiguous copy (inputs) or by a temporary that finish() copies back (outputs); every
-// other view is read in place whatever its strides.
-class UnitStride {
- public:
-  UnitStride(TensorView& field, bool is_output) {
-    if (!field.defined() || field.stride(-1) == 1 || field.size(-1) == 1) return;
-    tmp_ = is_output ? Tensor::empty(field.sizes(), field.dtype()) : Tensor::copy_of(field);
-    if (is_output) orig_ = field;
-    field = tmp_.view();
-  }
-  void finish() const {
-    if (orig_.defined()) copy_into(tmp_, orig_);
-  }
-
- private:
-  Tensor tmp_;
-  TensorView orig_;
-};
 
 }  // namespace
 
