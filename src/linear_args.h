@@ -20,8 +20,8 @@ struct LinearSeq {
 
 struct LinearArgs {
   TensorView q, k, v, out;
-  TensorView h0, z0;        // initial state, z (may be undefined)
-  TensorView ht, zt;        // final state, z outputs (may be undefined)
+  TensorView h0, z0;  // initial state, z (may be undefined)
+  TensorView ht, zt;  // final state, z outputs (may be undefined)
   TensorView g, g_gamma, gk, gv;
   // Backward only.
   TensorView dout, dht, dzt;

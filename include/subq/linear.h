@@ -67,8 +67,8 @@ struct LinearAttentionGrads {
 // Backward. dout [B, T, H, V]; dht (like final_state) and dzt (like final_z) are the gradients
 // arriving at the final state, optional (zero when absent).
 void linear_attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
-                               const TensorView& dout, const TensorView& dht,
-                               const TensorView& dzt, const LinearAttentionGrads& grads,
+                               const TensorView& dout, const TensorView& dht, const TensorView& dzt,
+                               const LinearAttentionGrads& grads,
                                const LinearAttentionOptions& opt);
 
 // One decode step for B sequences: q, k [B, 1, Hk, K], v [B, 1, H, V]; state f32 [B, H, K, V]

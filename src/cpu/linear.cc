@@ -1,0 +1,301 @@
+// Glue between the public linear-attention problem and the SIMD kernels (see linear_cpu.h):
+// normalize as a ones column, states to and from f32 scratch, the mode choice, and gate
+// gradients from the kernels' per-head dq and dk.
+#include <cmath>
+#include <vector>
+
+#include "src/cpu/linear_cpu.h"
+#include "subq/error.h"
+#include "subq/threads.h"
+
+namespace subq::cpu {
+
+namespace {
+
+using detail::GateKind;
+using detail::LinearArgs;
+using detail::LinearSeq;
+
+// Element (b, r, h, j) of a contiguous f32 [B, T, H, width] buffer.
+float* at(const Tensor& t, const LinearArgs& a, int64_t b, int64_t r, int64_t h, int64_t width) {
+  return t.data_as<float>() + core_row(a, b, r, h) * width;
+}
+
+// Owns everything the core problem points to.
+struct Core {
+  LinearCore c;
+  Tensor v_aug, gv_aug, h0, ht, out, dout, dht, dh0, dq, dk, dv;
+};
+
+int64_t num_seqs(const LinearArgs& a) {
+  return static_cast<int64_t>(a.seqs.size());
+}
+
+// f32 [N, H, K, Vc] from a public state (K x V or V-first) and, for normalize, z as column V.
+Tensor gather_state(const LinearArgs& a, int64_t Vc, const TensorView& s, const TensorView& z) {
+  Tensor t = Tensor::zeros({num_seqs(a), a.H, a.K, Vc}, DType::kF32);
+  float* p = t.data_as<float>();
+  for (int64_t n = 0; n < num_seqs(a); ++n)
+    for (int64_t h = 0; h < a.H; ++h)
+      for (int64_t i = 0; i < a.K; ++i) {
+        float* row = p + ((n * a.H + h) * a.K + i) * Vc;
+        if (s.defined())
+          for (int64_t j = 0; j < a.V; ++j)
+            row[j] = static_cast<float>(load_at(s, a.state_offset(s, n, h, i, j)));
+        if (z.defined())
+          row[a.V] =
+              static_cast<float>(load_at(z, n * z.stride(0) + h * z.stride(1) + i * z.stride(2)));
+      }
+  return t;
+}
+
+// The reverse of gather_state.
+void scatter_state(const LinearArgs& a, int64_t Vc, const Tensor& t, const TensorView& s,
+                   const TensorView& z) {
+  const float* p = t.data_as<float>();
+  for (int64_t n = 0; n < num_seqs(a); ++n)
+    for (int64_t h = 0; h < a.H; ++h)
+      for (int64_t i = 0; i < a.K; ++i) {
+        const float* row = p + ((n * a.H + h) * a.K + i) * Vc;
+        if (s.defined())
+          for (int64_t j = 0; j < a.V; ++j) store_at(s, a.state_offset(s, n, h, i, j), row[j]);
+        if (z.defined()) store_at(z, n * z.stride(0) + h * z.stride(1) + i * z.stride(2), row[a.V]);
+      }
+}
+
+// Calls fn(b, r, h) for every covered row of every value head.
+template <class Fn>
+void for_rows(const LinearArgs& a, Fn&& fn) {
+  for (const LinearSeq& s : a.seqs)
+    for (int64_t t = 0; t < s.T; ++t)
+      for (int64_t h = 0; h < a.H; ++h) fn(s.batch, s.start + t, h);
+}
+
+void prepare(const LinearArgs& a, Core& k) {
+  LinearCore& c = k.c;
+  c.a = &a;
+  c.Vc = a.V + (a.normalize ? 1 : 0);
+  if (a.normalize) {
+    // v_aug = [v, 1]: the extra column of the state is z, and its output is q^T z.
+    const int64_t B = a.v.size(0), T = a.v.size(1);
+    k.v_aug = Tensor::empty({B, T, a.H, c.Vc}, DType::kF32);
+    copy_into(a.v, k.v_aug.view().narrow(3, 0, a.V));
+    fill(k.v_aug.view().narrow(3, a.V, 1), 1.0);
+    c.v = k.v_aug;
+    if (a.has_gv) {  // z has no column gate
+      k.gv_aug = Tensor::empty({B, T, a.H, c.Vc}, DType::kF32);
+      copy_into(a.gv, k.gv_aug.view().narrow(3, 0, a.V));
+      fill(k.gv_aug.view().narrow(3, a.V, 1), 0.0);
+      c.gv = k.gv_aug;
+    }
+    c.scale = 1.f;  // scale cancels in the normalized output
+  } else {
+    c.v = a.v;
+    if (a.has_gv) c.gv = a.gv;
+    c.scale = a.scale;
+  }
+  if (a.h0.defined() || a.z0.defined()) {
+    k.h0 = gather_state(a, c.Vc, a.h0, a.z0);
+    c.h0 = k.h0.data_as<float>();
+  }
+}
+
+void run_forward(const LinearCore& c) {
+  // Chunked and parallel forms land next; until then every mode runs the recurrence.
+  linear_recurrent_forward(c);
+}
+
+void run_backward(const LinearCore& c) {
+  linear_recurrent_backward(c);
+}
+
+// Runs the core forward into f32 scratch (out, and the final state when `want_ht`).
+void core_forward(const LinearArgs& a, Core& k, bool want_ht) {
+  const int64_t B = a.v.size(0), T = a.v.size(1);
+  k.out = Tensor::zeros({B, T, a.H, k.c.Vc}, DType::kF32);
+  k.c.out = k.out;
+  if (want_ht) {
+    k.ht = Tensor::zeros({num_seqs(a), a.H, a.K, k.c.Vc}, DType::kF32);
+    k.c.ht = k.ht.data_as<float>();
+  }
+  run_forward(k.c);
+}
+
+}  // namespace
+
+void linear_forward(const LinearArgs& a) {
+  Core k;
+  prepare(a, k);
+  const bool want_ht = a.ht.defined() || a.zt.defined();
+  if (a.normalize) {
+    core_forward(a, k, want_ht);
+    // out = num / (den + eps), num = columns [0, V), den = column V.
+    std::vector<float> row(a.V);
+    for_rows(a, [&](int64_t b, int64_t r, int64_t h) {
+      const float* o = at(k.out, a, b, r, h, k.c.Vc);
+      const float den = o[a.V] + a.eps;
+      for (int64_t j = 0; j < a.V; ++j) row[j] = o[j] / den;
+      copy_into(TensorView(row.data(), DType::kF32, {1, 1, 1, a.V}),
+                a.out.narrow(0, b, 1).narrow(1, r, 1).narrow(2, h, 1));
+    });
+  } else {
+    k.c.out = a.out;
+    if (want_ht) {
+      k.ht = Tensor::zeros({num_seqs(a), a.H, a.K, k.c.Vc}, DType::kF32);
+      k.c.ht = k.ht.data_as<float>();
+    }
+    run_forward(k.c);
+  }
+  if (want_ht) scatter_state(a, k.c.Vc, k.ht, a.ht, a.zt);
+}
+
+void linear_backward(const LinearArgs& a) {
+  const auto& g = a.grads;
+  Core k;
+  prepare(a, k);
+  LinearCore& c = k.c;
+  const int64_t B = a.v.size(0), T = a.v.size(1), Vc = c.Vc;
+  const bool has_dht = a.dht.defined() || a.dzt.defined();
+  const bool gate_grads =
+      (a.gate != GateKind::kNone && (g.dg.defined() || g.dg_gamma.defined() || g.dgk.defined())) ||
+      (a.has_gv && g.dgv.defined());
+  // The forward is recomputed for normalize (num and den), for gv's gradient (o o do), and for
+  // the final-state term of gate gradients (S_T).
+  if (a.normalize || (a.has_gv && g.dgv.defined()) || (gate_grads && has_dht))
+    core_forward(a, k, gate_grads && has_dht);
+  if (a.normalize) {
+    // d num = dout / den; d den = -sum_j dout_j num_j / den^2.
+    k.dout = Tensor::zeros({B, T, a.H, Vc}, DType::kF32);
+    std::vector<float> d(a.V);
+    for_rows(a, [&](int64_t b, int64_t r, int64_t h) {
+      const float* o = at(k.out, a, b, r, h, Vc);
+      float* dst = at(k.dout, a, b, r, h, Vc);
+      copy_into(a.dout.narrow(0, b, 1).narrow(1, r, 1).narrow(2, h, 1),
+                TensorView(d.data(), DType::kF32, {1, 1, 1, a.V}));
+      const double den = static_cast<double>(o[a.V]) + a.eps;
+      double dden = 0;
+      for (int64_t j = 0; j < a.V; ++j) {
+        dst[j] = static_cast<float>(d[j] / den);
+        dden -= d[j] * static_cast<double>(o[j]) / (den * den);
+      }
+      dst[a.V] = static_cast<float>(dden);
+    });
+    c.dout = k.dout;
+  } else {
+    c.dout = a.dout;
+  }
+  if (has_dht) {
+    k.dht = gather_state(a, Vc, a.dht, a.dzt);
+    c.dht = k.dht.data_as<float>();
+  }
+  k.dq = Tensor::zeros({B, T, a.H, a.K}, DType::kF32);
+  k.dk = Tensor::zeros({B, T, a.H, a.K}, DType::kF32);
+  c.dq = k.dq.data_as<float>();
+  c.dk = k.dk.data_as<float>();
+  if (a.normalize) {
+    k.dv = Tensor::zeros({B, T, a.H, Vc}, DType::kF32);
+    c.dv = k.dv;
+  } else {
+    fill(g.dv, 0.0);  // rows no sequence covers stay zero
+    c.dv = g.dv;
+  }
+  if (g.dh0.defined() || g.dz0.defined()) {
+    k.dh0 = Tensor::zeros({num_seqs(a), a.H, a.K, Vc}, DType::kF32);
+    c.dh0 = k.dh0.data_as<float>();
+  }
+  run_backward(c);
+
+  // dq, dk: sum the value heads of each key head's group.
+  const int64_t G = a.group();
+  std::vector<float> sum(a.K);
+  for (const auto& [src, dst] :
+       {std::pair<const Tensor*, TensorView>{&k.dq, g.dq}, {&k.dk, g.dk}}) {
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t r = 0; r < T; ++r)
+        for (int64_t hk = 0; hk < a.Hk; ++hk) {
+          std::fill(sum.begin(), sum.end(), 0.f);
+          for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
+            const float* p = at(*src, a, b, r, h, a.K);
+            for (int64_t i = 0; i < a.K; ++i) sum[i] += p[i];
+          }
+          copy_into(TensorView(sum.data(), DType::kF32, {1, 1, 1, a.K}),
+                    dst.narrow(0, b, 1).narrow(1, r, 1).narrow(2, hk, 1));
+        }
+  }
+  if (a.normalize) copy_into(k.dv.view().narrow(3, 0, a.V), g.dv);
+  if (k.dh0.defined()) scatter_state(a, Vc, k.dh0, g.dh0, g.dz0);
+
+  if (!gate_grads) return;
+  // Gate gradients. With b_t the cumulative log gate, q_t enters only as q_t o exp(b_t) and
+  // k_s as k_s o exp(-b_s) (v_s as v_s o exp(-bv_s), o_t as exp(bv_t) o ...), so
+  //   dL/db_t = q_t o dq_t - k_t o dk_t   (+ the final state's term at t = T)
+  // and the gate's gradient is its reverse cumulative sum.
+  for (const TensorView* t : {&g.dg, &g.dg_gamma, &g.dgk, &g.dgv})
+    if (t->defined()) fill(*t, 0.0);
+  std::vector<double> gamma(a.H, 0.0);
+  std::vector<float> qrow(a.K), krow(a.K), vrow(a.V), drow(a.V), dvrow(a.V);
+  std::vector<double> acc(std::max(a.K, a.V));
+  // The first x.size() entries of row (b, r, h) of a [B, T, heads, *] view, as f32.
+  auto load_row = [&](const TensorView& t, int64_t b, int64_t r, int64_t h, std::vector<float>& x) {
+    const auto w = static_cast<int64_t>(x.size());
+    copy_into(t.narrow(0, b, 1).narrow(1, r, 1).narrow(2, h, 1).narrow(3, 0, w),
+              TensorView(x.data(), DType::kF32, {1, 1, 1, w}));
+  };
+  for (size_t n = 0; n < a.seqs.size(); ++n) {
+    const LinearSeq& s = a.seqs[n];
+    for (int64_t h = 0; h < a.H; ++h) {
+      const int64_t hk = h / G;
+      const float* ST = k.ht.defined() ? k.ht.data_as<float>() + (n * a.H + h) * a.K * Vc : nullptr;
+      const float* dST =
+          k.dht.defined() ? k.dht.data_as<float>() + (n * a.H + h) * a.K * Vc : nullptr;
+      if (a.gate != GateKind::kNone) {
+        for (int64_t i = 0; i < a.K; ++i) {
+          acc[i] = 0;
+          if (ST && dST)
+            for (int64_t j = 0; j < Vc; ++j)
+              acc[i] += static_cast<double>(dST[i * Vc + j]) * ST[i * Vc + j];
+        }
+        for (int64_t t = s.T - 1; t >= 0; --t) {
+          const int64_t r = s.start + t;
+          load_row(a.q, s.batch, r, hk, qrow);
+          load_row(a.k, s.batch, r, hk, krow);
+          const float* dq = at(k.dq, a, s.batch, r, h, a.K);
+          const float* dk = at(k.dk, a, s.batch, r, h, a.K);
+          double total = 0;
+          for (int64_t i = 0; i < a.K; ++i) {
+            acc[i] += static_cast<double>(qrow[i]) * dq[i] - static_cast<double>(krow[i]) * dk[i];
+            total += acc[i];
+          }
+          if (a.gate == GateKind::kScalar && g.dg.defined())
+            set_element(g.dg, {s.batch, r, h}, total);
+          if (a.gate == GateKind::kConstant) gamma[h] += total;
+          if (a.gate == GateKind::kKeyDim && g.dgk.defined())
+            for (int64_t i = 0; i < a.K; ++i) set_element(g.dgk, {s.batch, r, h, i}, acc[i]);
+        }
+      }
+      if (a.has_gv && g.dgv.defined()) {
+        for (int64_t j = 0; j < a.V; ++j) {
+          acc[j] = 0;
+          if (ST && dST)
+            for (int64_t i = 0; i < a.K; ++i)
+              acc[j] += static_cast<double>(dST[i * Vc + j]) * ST[i * Vc + j];
+        }
+        for (int64_t t = s.T - 1; t >= 0; --t) {
+          const int64_t r = s.start + t;
+          const float* o = at(k.out, a, s.batch, r, h, Vc);
+          load_row(a.v, s.batch, r, h, vrow);
+          load_row(c.dout, s.batch, r, h, drow);  // first V columns when augmented
+          load_row(c.dv, s.batch, r, h, dvrow);
+          for (int64_t j = 0; j < a.V; ++j) {
+            acc[j] += static_cast<double>(o[j]) * drow[j] - static_cast<double>(vrow[j]) * dvrow[j];
+            set_element(g.dgv, {s.batch, r, h, j}, acc[j]);
+          }
+        }
+      }
+    }
+  }
+  if (a.gate == GateKind::kConstant && g.dg_gamma.defined())
+    for (int64_t h = 0; h < a.H; ++h) set_element(g.dg_gamma, {h}, gamma[h]);
+}
+
+}  // namespace subq::cpu
