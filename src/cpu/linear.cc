@@ -1,6 +1,7 @@
 // Glue between the public linear-attention problem and the SIMD kernels (see linear_cpu.h):
 // normalize as a ones column, states to and from f32 scratch, the mode choice, and gate
 // gradients from the kernels' per-head dq and dk.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 

@@ -45,6 +45,10 @@ inline int64_t core_row(const detail::LinearArgs& a, int64_t b, int64_t r, int64
   return (b * a.q.size(1) + r) * a.H + h;
 }
 
+// Chunked form for scalar gates (none, g, g_gamma) without gv; `chunk` tokens per chunk.
+void linear_chunk_forward(const LinearCore& c, int64_t chunk);   // src/cpu/linear_chunk.cc
+void linear_chunk_backward(const LinearCore& c, int64_t chunk);  // src/cpu/linear_chunk.cc
+
 void linear_recurrent_forward(const LinearCore& c);   // src/cpu/linear_recurrent.cc
 void linear_recurrent_backward(const LinearCore& c);  // src/cpu/linear_recurrent.cc
 

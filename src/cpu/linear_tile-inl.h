@@ -55,6 +55,17 @@ HWY_INLINE float DotRow(const float* HWY_RESTRICT x, const float* HWY_RESTRICT y
   return hn::GetLane(hn::SumOfLanes(df, acc));
 }
 
+// The scalar log gate (g or g_gamma) at token r of value head h; 0 without a gate. Not for gk.
+HWY_INLINE float ScalarLogGate(const detail::LinearArgs& a, const detail::LinearSeq& s, int64_t r,
+                               int64_t h) {
+  if (a.gate == detail::GateKind::kScalar)
+    return static_cast<float>(
+        load_at(a.g, s.batch * a.g.stride(0) + r * a.g.stride(1) + h * a.g.stride(2)));
+  if (a.gate == detail::GateKind::kConstant)
+    return static_cast<float>(load_at(a.g_gamma, h * a.g_gamma.stride(0)));
+  return 0.f;
+}
+
 // The log gate of the state rows at token r of value head h, K entries, into `dst`. Returns
 // false when there is no row gate (dst untouched).
 HWY_INLINE bool LoadLogGateK(const detail::LinearArgs& a, const detail::LinearSeq& s, int64_t r,
