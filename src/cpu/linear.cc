@@ -101,12 +101,30 @@ void prepare(const LinearArgs& a, Core& k) {
   }
 }
 
+// The chunk size the chunked kernels run with: the option in chunk mode; in parallel mode one
+// chunk spanning the longest sequence (the quadratic form), rounded up to 16.
+int64_t chunk_for(const LinearArgs& a) {
+  if (a.mode == LinearMode::kChunk) return a.chunk;
+  int64_t T = 1;
+  for (const LinearSeq& s : a.seqs) T = std::max(T, s.T);
+  return (T + 15) / 16 * 16;
+}
+
+// Which kernel runs. The chunked kernel covers causal attention with scalar gates (none, g,
+// g_gamma) and no gv; the recurrence covers everything, including non-causal.
+bool use_chunk(const LinearCore& c) {
+  const LinearArgs& a = *c.a;
+  return a.causal && a.mode != LinearMode::kRecurrent && a.gate != GateKind::kKeyDim &&
+         !c.gv.defined();
+}
+
 void run_forward(const LinearCore& c) {
-  // Chunked and parallel forms land next; until then every mode runs the recurrence.
+  if (use_chunk(c)) return linear_chunk_forward(c, chunk_for(*c.a));
   linear_recurrent_forward(c);
 }
 
 void run_backward(const LinearCore& c) {
+  if (use_chunk(c)) return linear_chunk_backward(c, chunk_for(*c.a));
   linear_recurrent_backward(c);
 }
 

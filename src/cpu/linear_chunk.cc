@@ -51,10 +51,10 @@ struct Dims {
 
 // Buffers of one chunk, carved from per-thread scratch.
 struct ChunkBufs {
-  float *q, *k, *v, *qt, *at, *o, *vt, *b, *rs;  // forward
-  float *dO, *dOt, *dpt, *st, *dst, *dq, *dk, *dv;  // backward
+  float *q, *k, *v, *qt, *at, *o, *vt, *b, *blo, *rs;  // forward
+  float *dO, *dOt, *dpt, *st, *dst, *dq, *dk, *dv;     // backward
   static size_t Floats(const Dims& d, bool backward) {
-    size_t n = 2 * d.C * d.KP + 2 * d.C * d.VP + d.KP * d.C + d.C * d.C + d.C * d.VP + d.C +
+    size_t n = 2 * d.C * d.KP + 2 * d.C * d.VP + d.KP * d.C + d.C * d.C + d.C * d.VP + 2 * d.C +
                std::max(d.KP, d.C);
     if (backward)
       n += d.C * d.VP + d.VP * d.C + d.C * d.C + 2 * d.VP * d.KP + 2 * d.C * d.KP + d.C * d.VP;
@@ -69,7 +69,8 @@ struct ChunkBufs {
     o = at + d.C * d.C;
     vt = o + d.C * d.VP;
     b = vt + d.C * d.VP;
-    rs = b + d.C;
+    blo = b + d.C;
+    rs = blo + d.C;
     float* e = rs + std::max(d.KP, d.C);
     if (!backward) return;
     dO = e;
@@ -84,9 +85,12 @@ struct ChunkBufs {
 };
 
 // Loads rows [t0, t0 + nc) of the item: q, k (key head), v (value head) as f32, padded; and the
-// chunk-local cumulative log gate b (0 without a gate). Returns Gamma = b[nc - 1].
-float LoadChunk(const LinearCore& c, const LinearSeq& s, int64_t h, int64_t t0, int64_t nc,
-                const Dims& d, const ChunkBufs& w) {
+// chunk-local cumulative log gate b (0 without a gate), summed in double and kept as two floats
+// (b = b + blo) so that a difference b_t - b_s of two large, close sums keeps its precision (in
+// a long chunk, or after extreme gates, |b| reaches hundreds while b_t - b_s is small). Returns
+// Gamma = b_{nc-1}.
+double LoadChunk(const LinearCore& c, const LinearSeq& s, int64_t h, int64_t t0, int64_t nc,
+                 const Dims& d, const ChunkBufs& w) {
   const LinearArgs& a = *c.a;
   const int64_t hk = h / a.group();
   for (int64_t t = 0; t < nc; ++t) {
@@ -95,12 +99,12 @@ float LoadChunk(const LinearCore& c, const LinearSeq& s, int64_t h, int64_t t0, 
     LoadRowF32(row_ptr(a.k, s.batch, r, hk), a.k.dtype(), d.K, w.k + t * d.KP, d.KP);
     LoadRowF32(row_ptr(c.v, s.batch, r, h), c.v.dtype(), d.Vc, w.v + t * d.VP, d.VP);
   }
-  float acc = 0.f;
-  for (int64_t t = 0; t < nc; ++t) {
-    acc += ScalarLogGate(a, s, s.start + t0 + t, h);
-    w.b[t] = acc;
+  double acc = 0;
+  for (size_t t = 0; t < d.C; ++t) {
+    if (static_cast<int64_t>(t) < nc) acc += ScalarLogGate(a, s, s.start + t0 + t, h);
+    w.b[t] = static_cast<float>(acc);
+    w.blo[t] = static_cast<float>(acc - static_cast<double>(w.b[t]));
   }
-  for (size_t t = nc; t < d.C; ++t) w.b[t] = acc;
   return acc;
 }
 
@@ -114,21 +118,27 @@ void PackTransposed(const float* rows, size_t ld, int64_t n, size_t width, size_
 
 // A^T[s][t] (s < nc rows, t < ncols columns, stride C) *= factor * exp(b_t - b_s) where s <= t
 // and t < nc; 0 elsewhere (the causal mask and the chunk's tail).
-void MaskDecay(float* at, size_t C, int64_t nc, size_t ncols, const float* b, bool gated,
-               float factor) {
+void MaskDecay(float* at, size_t C, int64_t nc, size_t ncols, const float* b, const float* blo,
+               bool gated, float factor) {
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const size_t L = hn::Lanes(df);
   const auto f = hn::Set(df, factor);
   for (int64_t s = 0; s < nc; ++s) {
     float* row = at + s * C;
-    const auto bs = hn::Set(df, b[s]);
-    const auto lo = hn::Set(di, static_cast<int32_t>(s - 1)), hi = hn::Set(di, static_cast<int32_t>(nc));
+    const auto bs = hn::Set(df, b[s]), bslo = hn::Set(df, blo[s]);
+    const auto lo = hn::Set(di, static_cast<int32_t>(s - 1)),
+               hi = hn::Set(di, static_cast<int32_t>(nc));
     for (size_t t = 0; t < ncols; t += L) {
       const auto idx = hn::Iota(di, static_cast<int32_t>(t));
       const auto keep = hn::RebindMask(df, hn::And(hn::Gt(idx, lo), hn::Lt(idx, hi)));
       auto x = hn::Mul(hn::LoadU(df, row + t), f);
-      if (gated) x = hn::Mul(x, hn::Exp(df, hn::Sub(hn::LoadU(df, b + t), bs)));
+      if (gated) {
+        // (b_t - b_s) + (blo_t - blo_s): the first difference is exact for close sums.
+        const auto diff =
+            hn::Add(hn::Sub(hn::LoadU(df, b + t), bs), hn::Sub(hn::LoadU(df, blo + t), bslo));
+        x = hn::Mul(x, hn::Exp(df, diff));
+      }
       hn::StoreU(hn::IfThenElseZero(keep, x), df, row + t);
     }
   }
@@ -145,10 +155,11 @@ void ScaleRows(float* rows, size_t ld, int64_t n, size_t width, const float* f) 
 }
 
 // exp(b_t) and exp(Gamma - b_t) for t < nc, each times `mul`.
-void Decays(const float* b, int64_t nc, float gamma, float mul, float* eb, float* eg) {
+void Decays(const ChunkBufs& w, int64_t nc, double gamma, float mul, float* eb, float* eg) {
   for (int64_t t = 0; t < nc; ++t) {
-    if (eb) eb[t] = mul * std::exp(b[t]);
-    if (eg) eg[t] = mul * std::exp(gamma - b[t]);
+    const double bt = static_cast<double>(w.b[t]) + w.blo[t];
+    if (eb) eb[t] = mul * static_cast<float>(std::exp(bt));
+    if (eg) eg[t] = mul * static_cast<float>(std::exp(gamma - bt));
   }
 }
 
@@ -164,14 +175,14 @@ void ForwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float*
   for (int64_t t0 = 0; t0 < s.T; t0 += d.C) {
     const int64_t nc = std::min<int64_t>(d.C, s.T - t0);
     const size_t ncols = RoundUp(nc, L);
-    const float gamma = LoadChunk(c, s, h, t0, nc, d, w);
+    const double gamma = LoadChunk(c, s, h, t0, nc, d, w);
     // Intra: A^T = K Q^T, masked and decayed.
     PackTransposed(w.q, d.KP, nc, d.K, d.C, ncols, w.qt);
     GemmTile(nc, ncols, d.K, w.k, d.KP, 1, w.qt, d.C, w.at, d.C, TileInit::kOverwrite);
-    MaskDecay(w.at, d.C, nc, ncols, w.b, gated, 1.f);
+    MaskDecay(w.at, d.C, nc, ncols, w.b, w.blo, gated, 1.f);
     // Inter: O = (Q o exp(b)) S; then O += A V (A read through A^T: a_rs = 1, a_cs = C).
     if (gated) {
-      Decays(w.b, nc, gamma, 1.f, eb, eg);
+      Decays(w, nc, gamma, 1.f, eb, eg);
       ScaleRows(w.q, d.KP, nc, d.KP, eb);
     }
     GemmTile(nc, d.VP, d.K, w.q, d.KP, 1, S, d.VP, w.o, d.VP, TileInit::kOverwrite);
@@ -188,14 +199,14 @@ void ForwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float*
       ScaleRows(w.vt, d.VP, nc, d.VP, eg);
       vt = w.vt;
     }
-    std::fill(w.rs, w.rs + d.K, gated ? std::exp(gamma) : 1.f);
+    std::fill(w.rs, w.rs + d.K, gated ? static_cast<float>(std::exp(gamma)) : 1.f);
     GemmTile(d.K, d.VP, nc, w.k, 1, d.KP, vt, d.VP, S, d.VP, TileInit::kRowScaled, w.rs);
   }
   StoreState(c.ht, a, n, h, d.K, d.Vc, d.VP, S);
 }
 
-void BackwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float* states,
-                  float* dS, const ChunkBufs& w, std::vector<float>& tmp) {
+void BackwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float* states, float* dS,
+                  const ChunkBufs& w, std::vector<float>& tmp) {
   const LinearArgs& a = *c.a;
   const LinearSeq& s = a.seqs[n];
   const size_t L = hn::Lanes(hn::ScalableTag<float>());
@@ -209,17 +220,17 @@ void BackwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float
   LoadState(c.h0, a, n, h, d.K, d.Vc, d.VP, states);
   for (int64_t ci = 0; ci + 1 < nchunks; ++ci) {
     const int64_t t0 = ci * d.C, nc = std::min<int64_t>(d.C, s.T - t0);
-    const float gamma = LoadChunk(c, s, h, t0, nc, d, w);
+    const double gamma = LoadChunk(c, s, h, t0, nc, d, w);
     float* S = states + (ci + 1) * SS;
     std::copy(states + ci * SS, states + (ci + 1) * SS, S);
     const float* vt = w.v;
     if (gated) {
-      Decays(w.b, nc, gamma, 1.f, nullptr, eg);
+      Decays(w, nc, gamma, 1.f, nullptr, eg);
       std::copy(w.v, w.v + nc * d.VP, w.vt);
       ScaleRows(w.vt, d.VP, nc, d.VP, eg);
       vt = w.vt;
     }
-    std::fill(w.rs, w.rs + d.K, gated ? std::exp(gamma) : 1.f);
+    std::fill(w.rs, w.rs + d.K, gated ? static_cast<float>(std::exp(gamma)) : 1.f);
     GemmTile(d.K, d.VP, nc, w.k, 1, d.KP, vt, d.VP, S, d.VP, TileInit::kRowScaled, w.rs);
   }
 
@@ -229,12 +240,12 @@ void BackwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float
     const int64_t t0 = ci * d.C, nc = std::min<int64_t>(d.C, s.T - t0);
     const size_t ncols = RoundUp(nc, L);
     const float* S = states + ci * SS;
-    const float gamma = LoadChunk(c, s, h, t0, nc, d, w);
+    const double gamma = LoadChunk(c, s, h, t0, nc, d, w);
     for (int64_t t = 0; t < nc; ++t)
       LoadRowF32(row_ptr(c.dout, s.batch, s.start + t0 + t, h), c.dout.dtype(), d.Vc,
                  w.dO + t * d.VP, d.VP);
     if (gated) {
-      Decays(w.b, nc, gamma, 1.f, eb, eg);
+      Decays(w, nc, gamma, 1.f, eb, eg);
       for (int64_t t = 0; t < nc; ++t) ebs[t] = c.scale * eb[t];
     } else {
       std::fill(eb, eb + nc, 1.f);
@@ -244,10 +255,10 @@ void BackwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float
     // P^T = scale (A o M)^T and dP^T = scale (V dO^T) o M^T.
     PackTransposed(w.q, d.KP, nc, d.K, d.C, ncols, w.qt);
     GemmTile(nc, ncols, d.K, w.k, d.KP, 1, w.qt, d.C, w.at, d.C, TileInit::kOverwrite);
-    MaskDecay(w.at, d.C, nc, ncols, w.b, gated, c.scale);
+    MaskDecay(w.at, d.C, nc, ncols, w.b, w.blo, gated, c.scale);
     PackTransposed(w.dO, d.VP, nc, d.VP, d.C, ncols, w.dOt);
     GemmTile(nc, ncols, d.Vc, w.v, d.VP, 1, w.dOt, d.C, w.dpt, d.C, TileInit::kOverwrite);
-    MaskDecay(w.dpt, d.C, nc, ncols, w.b, gated, c.scale);
+    MaskDecay(w.dpt, d.C, nc, ncols, w.b, w.blo, gated, c.scale);
     // dQ = scale (dO S^T) o exp(b) + dP K.
     PackTransposed(S, d.VP, d.K, d.VP, d.KP, RoundUp(d.K, L), w.st);  // S^T [VP x KP]
     GemmTile(nc, d.KP, d.Vc, w.dO, d.VP, 1, w.st, d.KP, w.dq, d.KP, TileInit::kOverwrite);
@@ -264,7 +275,7 @@ void BackwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float
     GemmTile(nc, d.VP, nc, w.at, d.C, 1, w.dO, d.VP, w.dv, d.VP, TileInit::kAccumulate);
     // dS <- exp(Gamma) dS + scale (Q o exp(b))^T dO.
     ScaleRows(w.q, d.KP, nc, d.KP, ebs);
-    std::fill(w.rs, w.rs + d.K, gated ? std::exp(gamma) : 1.f);
+    std::fill(w.rs, w.rs + d.K, gated ? static_cast<float>(std::exp(gamma)) : 1.f);
     GemmTile(d.K, d.VP, nc, w.q, 1, d.KP, w.dO, d.VP, dS, d.VP, TileInit::kRowScaled, w.rs);
     for (int64_t t = 0; t < nc; ++t) {
       const int64_t row = core_row(a, s.batch, s.start + t0 + t, h);
