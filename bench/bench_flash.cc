@@ -13,23 +13,6 @@ namespace subq::bench {
 
 namespace {
 
-std::vector<int> thread_counts(const std::string& s) {
-  if (s.empty()) return {num_threads()};
-  auto v = parse_int_list(s, "--threads");
-  for (int t : v) SUBQ_CHECK_ARG(t >= 1, "subq bench", "--threads", "counts >= 1", t);
-  return v;
-}
-
-Tensor randn(const std::vector<int64_t>& shape, DType dt, uint64_t seed) {
-  Tensor t = Tensor::empty(shape, dt);
-  fill_normal(t, seed);
-  return t;
-}
-
-double mib(size_t bytes) {
-  return static_cast<double>(bytes) / (1024.0 * 1024.0);
-}
-
 // FLOPs of the forward: FlashAttention's formula (4 B H Tq Tk D, halved when causal); with a
 // window, the visible (query, key) pairs are counted exactly instead.
 double forward_flops(const FlashBenchConfig& c, int64_t Hq, int64_t Tq, int64_t Tk, int64_t L,

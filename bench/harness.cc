@@ -10,6 +10,7 @@
 
 #include "src/cpu/peak.h"
 #include "subq/error.h"
+#include "subq/random.h"
 #include "subq/threads.h"
 
 namespace subq::bench {
@@ -55,28 +56,51 @@ void Reporter::add(const Row& r) {
     if (!header_done_)
       std::printf(
           "op,impl,dtype,B,T,H,Hkv,D,causal,window,pass,threads,ms,gflops,peak_pct,peak_rss_mib,"
-          "io_mib\n");
-    std::printf("%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%d,\"%s\",%s,%d,%.4f,%.2f,%.2f,%.1f,%.1f\n",
-                r.op.c_str(), r.impl.c_str(), r.dtype.c_str(), static_cast<long long>(r.B),
-                static_cast<long long>(r.T), static_cast<long long>(r.H),
-                static_cast<long long>(r.Hkv), static_cast<long long>(r.D), r.causal ? 1 : 0,
-                r.window.c_str(), r.pass.c_str(), r.threads, r.ms, r.gflops, r.peak_pct,
-                r.peak_rss_mib, r.io_mib);
+          "io_mib,K,V,mode\n");
+    std::printf(
+        "%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%d,\"%s\",%s,%d,%.4f,%.2f,%.2f,%.1f,%.1f,%lld,%lld,%s\n",
+        r.op.c_str(), r.impl.c_str(), r.dtype.c_str(), static_cast<long long>(r.B),
+        static_cast<long long>(r.T), static_cast<long long>(r.H), static_cast<long long>(r.Hkv),
+        static_cast<long long>(r.D), r.causal ? 1 : 0, r.window.c_str(), r.pass.c_str(), r.threads,
+        r.ms, r.gflops, r.peak_pct, r.peak_rss_mib, r.io_mib,
+        static_cast<long long>(r.K ? r.K : r.D), static_cast<long long>(r.V ? r.V : r.D),
+        r.mode.c_str());
   } else {
     if (!header_done_)
-      std::printf("%-12s %-4s %-5s %3s %6s %3s %3s %4s %-6s %-8s %-4s %3s %10s %8s %6s %9s %8s\n",
-                  "op", "impl", "dtype", "B", "T", "H", "Hkv", "D", "causal", "window", "pass",
-                  "thr", "ms", "GFLOP/s", "%peak", "rss_MiB", "io_MiB");
+      std::printf(
+          "%-12s %-4s %-5s %3s %6s %3s %3s %4s %-6s %-8s %-4s %3s %10s %8s %6s %9s %8s %4s %4s "
+          "%-9s\n",
+          "op", "impl", "dtype", "B", "T", "H", "Hkv", "D", "causal", "window", "pass", "thr", "ms",
+          "GFLOP/s", "%peak", "rss_MiB", "io_MiB", "K", "V", "mode");
     std::printf(
         "%-12s %-4s %-5s %3lld %6lld %3lld %3lld %4lld %-6s %-8s %-4s %3d %10.3f %8.1f %6.1f %9.1f "
-        "%8.1f\n",
+        "%8.1f %4lld %4lld %-9s\n",
         r.op.c_str(), r.impl.c_str(), r.dtype.c_str(), static_cast<long long>(r.B),
         static_cast<long long>(r.T), static_cast<long long>(r.H), static_cast<long long>(r.Hkv),
         static_cast<long long>(r.D), r.causal ? "yes" : "no", r.window.c_str(), r.pass.c_str(),
-        r.threads, r.ms, r.gflops, r.peak_pct, r.peak_rss_mib, r.io_mib);
+        r.threads, r.ms, r.gflops, r.peak_pct, r.peak_rss_mib, r.io_mib,
+        static_cast<long long>(r.K ? r.K : r.D), static_cast<long long>(r.V ? r.V : r.D),
+        r.mode.c_str());
   }
   std::fflush(stdout);
   header_done_ = true;
+}
+
+std::vector<int> thread_counts(const std::string& s) {
+  if (s.empty()) return {num_threads()};
+  auto v = parse_int_list(s, "--threads");
+  for (int t : v) SUBQ_CHECK_ARG(t >= 1, "subq bench", "--threads", "counts >= 1", t);
+  return v;
+}
+
+double mib(size_t bytes) {
+  return static_cast<double>(bytes) / (1024.0 * 1024.0);
+}
+
+Tensor randn(const std::vector<int64_t>& shape, DType dt, uint64_t seed) {
+  Tensor t = Tensor::empty(shape, dt);
+  fill_normal(t, seed);
+  return t;
 }
 
 std::vector<int> parse_int_list(const std::string& s, const char* what) {

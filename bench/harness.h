@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "subq/tensor.h"
+
 namespace subq::bench {
 
 struct Timing {
@@ -34,6 +36,9 @@ struct Row {
   int threads = 1;
   double ms = 0, gflops = 0, peak_pct = 0;
   double peak_rss_mib = 0, io_mib = 0;
+  // Linear ops: key and value dims and the form (flash rows: K = V = D, mode "-").
+  int64_t K = 0, V = 0;
+  std::string mode = "-";
 };
 
 class Reporter {
@@ -48,5 +53,13 @@ class Reporter {
 
 // Parses "1,2,4" into {1, 2, 4}; throws subq::Error on anything else.
 std::vector<int> parse_int_list(const std::string& s, const char* what);
+
+// The thread counts of --threads ("1,2"); empty means all threads.
+std::vector<int> thread_counts(const std::string& s);
+
+double mib(size_t bytes);
+
+// A seeded standard-normal tensor.
+Tensor randn(const std::vector<int64_t>& shape, DType dt, uint64_t seed);
 
 }  // namespace subq::bench

@@ -1,10 +1,14 @@
 // The `subq` command: bench, check (and, as the project grows, train, linearize, eval,
 // generate). A bad argument prints one line saying what is wrong and exits with status 2.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <utility>
+#include <vector>
 
 #include "bench/bench_flash.h"
+#include "bench/bench_linear.h"
 #include "cli/check.h"
 #include "subq/backend.h"
 #include "subq/error.h"
@@ -55,6 +59,44 @@ int main(int argc, char** argv) {
   flash->add_option("--reps", fc.reps, "Timed runs (the median is reported)")
       ->capture_default_str();
 
+  // subq bench linear | simple_gla | gla: the same options as flash, plus the linear ones.
+  subq::bench::LinearBenchConfig lc;
+  std::vector<CLI::App*> linear_cmds;
+  const std::pair<const char*, const char*> linear_ops[] = {
+      {"linear", "Linear attention (optionally normalized): chunk, recurrent, parallel"},
+      {"simple_gla", "Gated linear attention, scalar gate per head (Mamba-2/SSD, RetNet)"},
+      {"gla", "Gated linear attention, gate per key dim"}};
+  for (const auto& [name, help] : linear_ops) {
+    CLI::App* cmd = bench->add_subcommand(name, help);
+    cmd->add_option("--B", lc.B, "Batch size")->capture_default_str();
+    cmd->add_option("--T", lc.T, "Sequence length (context length with --decode)")
+        ->capture_default_str();
+    cmd->add_option("--H", lc.H, "Value heads")->capture_default_str();
+    cmd->add_option("--Hkv", lc.Hkv, "Query/key heads (default: H)");
+    cmd->add_option("--D", lc.D, "Head dim: K and V unless given")->capture_default_str();
+    cmd->add_option("--K", lc.K, "Key dim (default: D)");
+    cmd->add_option("--V", lc.V, "Value dim (default: D)");
+    cmd->add_flag("--causal", lc.causal, "Causal (the default for these ops)");
+    cmd->add_flag("--non-causal", lc.non_causal, "One global state per sequence (vision)");
+    cmd->add_flag("--normalize", lc.normalize, "Normalize by q.z (linear only)");
+    cmd->add_option("--window", lc.window, "Unused by these ops (CSV column)");
+    cmd->add_option("--dtype", lc.dtype, "f32 | bf16")->capture_default_str();
+    cmd->add_flag("--backward", lc.backward, "Also time the backward (pass = bwd)");
+    cmd->add_flag("--decode", lc.decode, "One-token steps against a state that has seen T tokens");
+    cmd->add_option("--impl", lc.impl, "fast | ref")->capture_default_str();
+    cmd->add_option("--mode", lc.mode, "chunk | recurrent | parallel")->capture_default_str();
+    cmd->add_option("--chunk", lc.chunk, "Chunk size (chunk mode)")->capture_default_str();
+    cmd->add_option("--threads", lc.threads,
+                    "Thread counts, e.g. 1,2: one row each (default: all)");
+    cmd->add_flag("--csv", lc.csv, "CSV output");
+    cmd->add_option("--warmup", lc.warmup, "Untimed runs first")->capture_default_str();
+    cmd->add_option("--reps", lc.reps, "Timed runs (the median is reported)")
+        ->capture_default_str();
+    cmd->add_flag("--compare-flash", lc.compare_flash,
+                  "Also time exact causal attention at the same shape, in the same run");
+    linear_cmds.push_back(cmd);
+  }
+
   // subq check
   subq::cli::CheckConfig cc;
   CLI::App* check = app.add_subcommand(
@@ -84,6 +126,11 @@ int main(int argc, char** argv) {
       subq::bench::run_peak_bench(peak_threads, peak_csv);
     } else if (*flash) {
       subq::bench::run_flash_bench(fc);
+    } else if (auto it = std::find_if(linear_cmds.begin(), linear_cmds.end(),
+                                      [](CLI::App* c) { return c->parsed(); });
+               it != linear_cmds.end()) {
+      lc.op = (*it)->get_name();
+      subq::bench::run_linear_bench(lc);
     } else if (*check) {
       return subq::cli::run_check(cc);
     }

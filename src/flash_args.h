@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "src/row_ptr.h"
 #include "subq/tensor.h"
 
 namespace subq::detail {
@@ -34,12 +35,6 @@ struct FlashArgs {
   int64_t group() const { return H / Hkv; }  // query heads per kv head
   float slope(size_t n, int64_t h) const { return alibi.empty() ? 0.f : alibi[n * H + h]; }
 };
-
-// Address of row `row`, head `h` of batch entry `b` in a [B, T, heads, dim] view.
-inline char* row_ptr(const TensorView& t, int64_t b, int64_t row, int64_t h) {
-  return static_cast<char*>(t.data()) + (b * t.stride(0) + row * t.stride(1) + h * t.stride(2)) *
-                                            static_cast<int64_t>(dtype_size(t.dtype()));
-}
 
 // Key j is visible from query i of a sequence with Tq queries and Tk keys. The window is
 // aligned bottom-right: query i sits at key position i + Tk - Tq.

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "src/row_ptr.h"
 #include "subq/linear.h"
 #include "subq/tensor.h"
 

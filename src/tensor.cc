@@ -1,5 +1,6 @@
 #include "subq/tensor.h"
 
+#include <sys/mman.h>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -27,11 +28,22 @@ std::string join(const std::vector<int64_t>& v) {
   return s + "]";
 }
 
+// Large buffers are 2 MiB aligned and marked for transparent huge pages. Kernels walk one head of
+// a [B, T, H, D] tensor at a time, one row every H * D elements: with 4 KiB pages nearly every
+// row is a new page and a TLB miss; 2 MiB pages make those walks cheap (measured in
+// docs/performance.md).
+constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kHugeThreshold = size_t{4} << 20;
+
 void* aligned_alloc_bytes(size_t bytes) {
+  const size_t align = bytes >= kHugeThreshold ? kHugePage : kTensorAlignment;
   // std::aligned_alloc needs a size that is a multiple of the alignment.
-  const size_t rounded = (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
-  void* p = std::aligned_alloc(kTensorAlignment, rounded ? rounded : kTensorAlignment);
+  const size_t rounded = (bytes + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, rounded ? rounded : align);
   if (!p) throw Error(detail::concat("out of memory allocating ", bytes, " bytes"));
+#ifdef MADV_HUGEPAGE
+  if (align == kHugePage) madvise(p, rounded, MADV_HUGEPAGE);  // a hint; failure is harmless
+#endif
   return p;
 }
 

@@ -3,6 +3,7 @@
 // gradients from the kernels' per-head dq and dk.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "src/cpu/linear_cpu.h"
@@ -20,6 +21,28 @@ using detail::LinearSeq;
 // Element (b, r, h, j) of a contiguous f32 [B, T, H, width] buffer.
 float* at(const Tensor& t, const LinearArgs& a, int64_t b, int64_t r, int64_t h, int64_t width) {
   return t.data_as<float>() + core_row(a, b, r, h) * width;
+}
+
+// The first n entries of row (b, r, h) of a [B, T, heads, *] view, as f32 (any dtype, strides).
+void read_row(const TensorView& t, int64_t b, int64_t r, int64_t h, float* dst, int64_t n) {
+  const char* base = detail::row_ptr(t, b, r, h);
+  const int64_t st = t.stride(3);
+  if (t.dtype() == DType::kF32 && st == 1) {
+    std::memcpy(dst, base, n * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i)
+    dst[i] = static_cast<float>(load_element(base, t.dtype(), i * st));
+}
+
+void write_row(const TensorView& t, int64_t b, int64_t r, int64_t h, const float* src, int64_t n) {
+  char* base = detail::row_ptr(t, b, r, h);
+  const int64_t st = t.stride(3);
+  if (t.dtype() == DType::kF32 && st == 1) {
+    std::memcpy(base, src, n * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) store_element(base, t.dtype(), i * st, src[i]);
 }
 
 // Owns everything the core problem points to.
@@ -224,23 +247,23 @@ void linear_backward(const LinearArgs& a) {
   }
   run_backward(c);
 
-  // dq, dk: sum the value heads of each key head's group.
+  // dq, dk: sum the value heads of each key head's group (rows in parallel).
   const int64_t G = a.group();
-  std::vector<float> sum(a.K);
-  for (const auto& [src, dst] :
-       {std::pair<const Tensor*, TensorView>{&k.dq, g.dq}, {&k.dk, g.dk}}) {
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t r = 0; r < T; ++r)
-        for (int64_t hk = 0; hk < a.Hk; ++hk) {
-          std::fill(sum.begin(), sum.end(), 0.f);
-          for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
-            const float* p = at(*src, a, b, r, h, a.K);
-            for (int64_t i = 0; i < a.K; ++i) sum[i] += p[i];
-          }
-          copy_into(TensorView(sum.data(), DType::kF32, {1, 1, 1, a.K}),
-                    dst.narrow(0, b, 1).narrow(1, r, 1).narrow(2, hk, 1));
+  parallel_for(B * T, [&](int64_t br, int) {
+    const int64_t b = br / T, r = br % T;
+    std::vector<float> sum(a.K);
+    for (const auto& [src, dst] :
+         {std::pair<const Tensor*, const TensorView*>{&k.dq, &g.dq}, {&k.dk, &g.dk}}) {
+      for (int64_t hk = 0; hk < a.Hk; ++hk) {
+        std::fill(sum.begin(), sum.end(), 0.f);
+        for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
+          const float* p = at(*src, a, b, r, h, a.K);
+          for (int64_t i = 0; i < a.K; ++i) sum[i] += p[i];
         }
-  }
+        write_row(*dst, b, r, hk, sum.data(), a.K);
+      }
+    }
+  });
   if (a.normalize) copy_into(k.dv.view().narrow(3, 0, a.V), g.dv);
   if (k.dh0.defined()) scatter_state(a, Vc, k.dh0, g.dh0, g.dz0);
 
@@ -248,73 +271,73 @@ void linear_backward(const LinearArgs& a) {
   // Gate gradients. With b_t the cumulative log gate, q_t enters only as q_t o exp(b_t) and
   // k_s as k_s o exp(-b_s) (v_s as v_s o exp(-bv_s), o_t as exp(bv_t) o ...), so
   //   dL/db_t = q_t o dq_t - k_t o dk_t   (+ the final state's term at t = T)
-  // and the gate's gradient is its reverse cumulative sum.
+  // and the gate's gradient is its reverse cumulative sum. One item per (sequence, head).
   for (const TensorView* t : {&g.dg, &g.dg_gamma, &g.dgk, &g.dgv})
     if (t->defined()) fill(*t, 0.0);
-  std::vector<double> gamma(a.H, 0.0);
-  std::vector<float> qrow(a.K), krow(a.K), vrow(a.V), drow(a.V), dvrow(a.V);
-  std::vector<double> acc(std::max(a.K, a.V));
-  // The first x.size() entries of row (b, r, h) of a [B, T, heads, *] view, as f32.
-  auto load_row = [&](const TensorView& t, int64_t b, int64_t r, int64_t h, std::vector<float>& x) {
-    const auto w = static_cast<int64_t>(x.size());
-    copy_into(t.narrow(0, b, 1).narrow(1, r, 1).narrow(2, h, 1).narrow(3, 0, w),
-              TensorView(x.data(), DType::kF32, {1, 1, 1, w}));
-  };
-  for (size_t n = 0; n < a.seqs.size(); ++n) {
+  std::vector<double> gamma(a.seqs.size() * a.H, 0.0);
+  parallel_for(static_cast<int64_t>(a.seqs.size()) * a.H, [&](int64_t item, int) {
+    const auto n = static_cast<size_t>(item / a.H);
+    const int64_t h = item % a.H, hk = h / G;
     const LinearSeq& s = a.seqs[n];
-    for (int64_t h = 0; h < a.H; ++h) {
-      const int64_t hk = h / G;
-      const float* ST = k.ht.defined() ? k.ht.data_as<float>() + (n * a.H + h) * a.K * Vc : nullptr;
-      const float* dST =
-          k.dht.defined() ? k.dht.data_as<float>() + (n * a.H + h) * a.K * Vc : nullptr;
-      if (a.gate != GateKind::kNone) {
-        for (int64_t i = 0; i < a.K; ++i) {
-          acc[i] = 0;
-          if (ST && dST)
-            for (int64_t j = 0; j < Vc; ++j)
-              acc[i] += static_cast<double>(dST[i * Vc + j]) * ST[i * Vc + j];
-        }
-        for (int64_t t = s.T - 1; t >= 0; --t) {
-          const int64_t r = s.start + t;
-          load_row(a.q, s.batch, r, hk, qrow);
-          load_row(a.k, s.batch, r, hk, krow);
-          const float* dq = at(k.dq, a, s.batch, r, h, a.K);
-          const float* dk = at(k.dk, a, s.batch, r, h, a.K);
-          double total = 0;
-          for (int64_t i = 0; i < a.K; ++i) {
-            acc[i] += static_cast<double>(qrow[i]) * dq[i] - static_cast<double>(krow[i]) * dk[i];
-            total += acc[i];
-          }
-          if (a.gate == GateKind::kScalar && g.dg.defined())
-            set_element(g.dg, {s.batch, r, h}, total);
-          if (a.gate == GateKind::kConstant) gamma[h] += total;
-          if (a.gate == GateKind::kKeyDim && g.dgk.defined())
-            for (int64_t i = 0; i < a.K; ++i) set_element(g.dgk, {s.batch, r, h, i}, acc[i]);
-        }
+    std::vector<float> qrow(a.K), krow(a.K), vrow(a.V), drow(a.V), dvrow(a.V), grow(a.K);
+    std::vector<double> acc(std::max(a.K, a.V));
+    const float* ST = k.ht.defined() ? k.ht.data_as<float>() + (n * a.H + h) * a.K * Vc : nullptr;
+    const float* dST =
+        k.dht.defined() ? k.dht.data_as<float>() + (n * a.H + h) * a.K * Vc : nullptr;
+    if (a.gate != GateKind::kNone) {
+      for (int64_t i = 0; i < a.K; ++i) {
+        acc[i] = 0;
+        if (ST && dST)
+          for (int64_t j = 0; j < Vc; ++j)
+            acc[i] += static_cast<double>(dST[i * Vc + j]) * ST[i * Vc + j];
       }
-      if (a.has_gv && g.dgv.defined()) {
-        for (int64_t j = 0; j < a.V; ++j) {
-          acc[j] = 0;
-          if (ST && dST)
-            for (int64_t i = 0; i < a.K; ++i)
-              acc[j] += static_cast<double>(dST[i * Vc + j]) * ST[i * Vc + j];
+      for (int64_t t = s.T - 1; t >= 0; --t) {
+        const int64_t r = s.start + t;
+        read_row(a.q, s.batch, r, hk, qrow.data(), a.K);
+        read_row(a.k, s.batch, r, hk, krow.data(), a.K);
+        const float* dq = at(k.dq, a, s.batch, r, h, a.K);
+        const float* dk = at(k.dk, a, s.batch, r, h, a.K);
+        double total = 0;
+        for (int64_t i = 0; i < a.K; ++i) {
+          acc[i] += static_cast<double>(qrow[i]) * dq[i] - static_cast<double>(krow[i]) * dk[i];
+          total += acc[i];
         }
-        for (int64_t t = s.T - 1; t >= 0; --t) {
-          const int64_t r = s.start + t;
-          const float* o = at(k.out, a, s.batch, r, h, Vc);
-          load_row(a.v, s.batch, r, h, vrow);
-          load_row(c.dout, s.batch, r, h, drow);  // first V columns when augmented
-          load_row(c.dv, s.batch, r, h, dvrow);
-          for (int64_t j = 0; j < a.V; ++j) {
-            acc[j] += static_cast<double>(o[j]) * drow[j] - static_cast<double>(vrow[j]) * dvrow[j];
-            set_element(g.dgv, {s.batch, r, h, j}, acc[j]);
-          }
+        if (a.gate == GateKind::kScalar && g.dg.defined())
+          store_at(g.dg, s.batch * g.dg.stride(0) + r * g.dg.stride(1) + h * g.dg.stride(2), total);
+        if (a.gate == GateKind::kConstant) gamma[item] += total;
+        if (a.gate == GateKind::kKeyDim && g.dgk.defined()) {
+          for (int64_t i = 0; i < a.K; ++i) grow[i] = static_cast<float>(acc[i]);
+          write_row(g.dgk, s.batch, r, h, grow.data(), a.K);
         }
       }
     }
-  }
+    if (a.has_gv && g.dgv.defined()) {
+      for (int64_t j = 0; j < a.V; ++j) {
+        acc[j] = 0;
+        if (ST && dST)
+          for (int64_t i = 0; i < a.K; ++i)
+            acc[j] += static_cast<double>(dST[i * Vc + j]) * ST[i * Vc + j];
+      }
+      for (int64_t t = s.T - 1; t >= 0; --t) {
+        const int64_t r = s.start + t;
+        const float* o = at(k.out, a, s.batch, r, h, Vc);
+        read_row(a.v, s.batch, r, h, vrow.data(), a.V);
+        read_row(c.dout, s.batch, r, h, drow.data(), a.V);  // first V columns when augmented
+        read_row(c.dv, s.batch, r, h, dvrow.data(), a.V);
+        for (int64_t j = 0; j < a.V; ++j) {
+          acc[j] += static_cast<double>(o[j]) * drow[j] - static_cast<double>(vrow[j]) * dvrow[j];
+          vrow[j] = static_cast<float>(acc[j]);  // reuse vrow for the output row
+        }
+        write_row(g.dgv, s.batch, r, h, vrow.data(), a.V);
+      }
+    }
+  });
   if (a.gate == GateKind::kConstant && g.dg_gamma.defined())
-    for (int64_t h = 0; h < a.H; ++h) set_element(g.dg_gamma, {h}, gamma[h]);
+    for (int64_t h = 0; h < a.H; ++h) {
+      double total = 0;
+      for (size_t n = 0; n < a.seqs.size(); ++n) total += gamma[n * a.H + h];
+      store_at(g.dg_gamma, h * g.dg_gamma.stride(0), total);
+    }
 }
 
 }  // namespace subq::cpu

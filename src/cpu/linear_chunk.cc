@@ -44,20 +44,28 @@ using detail::LinearArgs;
 using detail::LinearSeq;
 using detail::row_ptr;
 
-// Shapes of one item's buffers: C = chunk, KP/VP = K/Vc padded to the lane count.
+// Shapes of one item's buffers. C = chunk; KW/VW = K/Vc rounded up to the lane count (the
+// widths the GEMM tiles compute); KP/VP/ldC = the row strides of buffers with K, Vc or C
+// columns. A stride that is a multiple of 256 bytes maps the rows of a tile onto a few L1 sets
+// and they evict each other; 16 floats of padding spread them out (measured: 58 -> 84 GFLOP/s
+// on the 64 x 128 x 128 tile, docs/performance.md).
 struct Dims {
-  size_t C, K, KP, Vc, VP;
+  size_t C, ldC, K, KW, KP, Vc, VW, VP;
 };
+
+inline size_t PaddedStride(size_t width) {
+  return width % 64 == 0 ? width + 16 : width;
+}
 
 // Buffers of one chunk, carved from per-thread scratch.
 struct ChunkBufs {
-  float *q, *k, *v, *qt, *at, *o, *vt, *b, *blo, *rs;  // forward
-  float *dO, *dOt, *dpt, *st, *dst, *dq, *dk, *dv;     // backward
+  float *q, *k, *v, *qt, *at, *o, *b, *blo, *rs;    // forward
+  float *dO, *dOt, *dpt, *st, *dst, *dq, *dk, *dv;  // backward
   static size_t Floats(const Dims& d, bool backward) {
-    size_t n = 2 * d.C * d.KP + 2 * d.C * d.VP + d.KP * d.C + d.C * d.C + d.C * d.VP + 2 * d.C +
+    size_t n = 2 * d.C * d.KP + 2 * d.C * d.VP + d.KW * d.ldC + d.C * d.ldC + 2 * d.C +
                std::max(d.KP, d.C);
     if (backward)
-      n += d.C * d.VP + d.VP * d.C + d.C * d.C + 2 * d.VP * d.KP + 2 * d.C * d.KP + d.C * d.VP;
+      n += d.C * d.VP + d.VW * d.ldC + d.C * d.ldC + 2 * d.VW * d.KP + 2 * d.C * d.KP + d.C * d.VP;
     return n;
   }
   ChunkBufs(float* p, const Dims& d, bool backward) {
@@ -65,20 +73,19 @@ struct ChunkBufs {
     k = q + d.C * d.KP;
     v = k + d.C * d.KP;
     qt = v + d.C * d.VP;
-    at = qt + d.KP * d.C;
-    o = at + d.C * d.C;
-    vt = o + d.C * d.VP;
-    b = vt + d.C * d.VP;
+    at = qt + d.KW * d.ldC;
+    o = at + d.C * d.ldC;
+    b = o + d.C * d.VP;
     blo = b + d.C;
     rs = blo + d.C;
     float* e = rs + std::max(d.KP, d.C);
     if (!backward) return;
     dO = e;
     dOt = dO + d.C * d.VP;
-    dpt = dOt + d.VP * d.C;
-    st = dpt + d.C * d.C;
-    dst = st + d.VP * d.KP;
-    dq = dst + d.VP * d.KP;
+    dpt = dOt + d.VW * d.ldC;
+    st = dpt + d.C * d.ldC;
+    dst = st + d.VW * d.KP;
+    dq = dst + d.VW * d.KP;
     dk = dq + d.C * d.KP;
     dv = dk + d.C * d.KP;
   }
@@ -108,12 +115,18 @@ double LoadChunk(const LinearCore& c, const LinearSeq& s, int64_t h, int64_t t0,
   return acc;
 }
 
-// Q^T [KP x C] from Q rows; columns >= nc are zero.
+// out [width x C] = transpose of rows [n x width] (row stride ld): out[i * C + t] = rows[t][i]
+// for t < ncols (0 for t >= n). Blocked 8 x 8 so both sides stay within a few cache lines.
 void PackTransposed(const float* rows, size_t ld, int64_t n, size_t width, size_t C, size_t ncols,
                     float* out) {
-  for (size_t i = 0; i < width; ++i)
-    for (size_t t = 0; t < ncols; ++t)
-      out[i * C + t] = static_cast<int64_t>(t) < n ? rows[t * ld + i] : 0.f;
+  constexpr size_t kB = 8;
+  for (size_t t0 = 0; t0 < ncols; t0 += kB)
+    for (size_t i0 = 0; i0 < width; i0 += kB)
+      for (size_t t = t0; t < std::min(t0 + kB, ncols); ++t) {
+        const bool live = static_cast<int64_t>(t) < n;
+        for (size_t i = i0; i < std::min(i0 + kB, width); ++i)
+          out[i * C + t] = live ? rows[t * ld + i] : 0.f;
+      }
 }
 
 // A^T[s][t] (s < nc rows, t < ncols columns, stride C) *= factor * exp(b_t - b_s) where s <= t
@@ -176,31 +189,28 @@ void ForwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float*
     const int64_t nc = std::min<int64_t>(d.C, s.T - t0);
     const size_t ncols = RoundUp(nc, L);
     const double gamma = LoadChunk(c, s, h, t0, nc, d, w);
-    // Intra: A^T = K Q^T, masked and decayed.
-    PackTransposed(w.q, d.KP, nc, d.K, d.C, ncols, w.qt);
-    GemmTile(nc, ncols, d.K, w.k, d.KP, 1, w.qt, d.C, w.at, d.C, TileInit::kOverwrite);
-    MaskDecay(w.at, d.C, nc, ncols, w.b, w.blo, gated, 1.f);
-    // Inter: O = (Q o exp(b)) S; then O += A V (A read through A^T: a_rs = 1, a_cs = C).
+    // Intra: A^T = scale K Q^T, masked and decayed.
+    PackTransposed(w.q, d.KP, nc, d.K, d.ldC, ncols, w.qt);
+    GemmTile(nc, ncols, d.K, w.k, d.KP, 1, w.qt, d.ldC, w.at, d.ldC, TileInit::kOverwrite);
+    MaskDecay(w.at, d.ldC, nc, ncols, w.b, w.blo, gated, c.scale);
+    // O = Q S, then O = diag(scale exp(b)) O + A V in one tile (A read through A^T: a_rs = 1,
+    // a_cs = C), so neither Q nor O needs a scaling pass.
     if (gated) {
-      Decays(w, nc, gamma, 1.f, eb, eg);
-      ScaleRows(w.q, d.KP, nc, d.KP, eb);
+      Decays(w, nc, gamma, c.scale, eb, nullptr);
+      Decays(w, nc, gamma, 1.f, nullptr, eg);
+    } else {
+      std::fill(eb, eb + nc, c.scale);
     }
-    GemmTile(nc, d.VP, d.K, w.q, d.KP, 1, S, d.VP, w.o, d.VP, TileInit::kOverwrite);
-    GemmTile(nc, d.VP, nc, w.at, 1, d.C, w.v, d.VP, w.o, d.VP, TileInit::kAccumulate);
-    for (int64_t t = 0; t < nc; ++t) {
-      float* o = w.o + t * d.VP;
-      for (size_t j = 0; j < d.Vc; ++j) o[j] *= c.scale;
-      StoreRowF32(o, d.Vc, row_ptr(c.out, s.batch, s.start + t0 + t, h), c.out.dtype());
-    }
-    // State: S = exp(Gamma) S + K^T (V o exp(Gamma - b)).
-    const float* vt = w.v;
-    if (gated) {
-      std::copy(w.v, w.v + nc * d.VP, w.vt);
-      ScaleRows(w.vt, d.VP, nc, d.VP, eg);
-      vt = w.vt;
-    }
+    GemmTile(nc, d.VW, d.K, w.q, d.KP, 1, S, d.VP, w.o, d.VP, TileInit::kOverwrite);
+    GemmTile(nc, d.VW, nc, w.at, 1, d.ldC, w.v, d.VP, w.o, d.VP, TileInit::kRowScaled, eb);
+    for (int64_t t = 0; t < nc; ++t)
+      StoreRowF32(w.o + t * d.VP, d.Vc, row_ptr(c.out, s.batch, s.start + t0 + t, h),
+                  c.out.dtype());
+    // State: S = exp(Gamma) S + (K o exp(Gamma - b))^T V; K is not needed any more, so it is
+    // scaled in place.
+    if (gated) ScaleRows(w.k, d.KP, nc, d.KW, eg);
     std::fill(w.rs, w.rs + d.K, gated ? static_cast<float>(std::exp(gamma)) : 1.f);
-    GemmTile(d.K, d.VP, nc, w.k, 1, d.KP, vt, d.VP, S, d.VP, TileInit::kRowScaled, w.rs);
+    GemmTile(d.K, d.VW, nc, w.k, 1, d.KP, w.v, d.VP, S, d.VP, TileInit::kRowScaled, w.rs);
   }
   StoreState(c.ht, a, n, h, d.K, d.Vc, d.VP, S);
 }
@@ -223,15 +233,12 @@ void BackwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float
     const double gamma = LoadChunk(c, s, h, t0, nc, d, w);
     float* S = states + (ci + 1) * SS;
     std::copy(states + ci * SS, states + (ci + 1) * SS, S);
-    const float* vt = w.v;
     if (gated) {
       Decays(w, nc, gamma, 1.f, nullptr, eg);
-      std::copy(w.v, w.v + nc * d.VP, w.vt);
-      ScaleRows(w.vt, d.VP, nc, d.VP, eg);
-      vt = w.vt;
+      ScaleRows(w.k, d.KP, nc, d.KW, eg);
     }
     std::fill(w.rs, w.rs + d.K, gated ? static_cast<float>(std::exp(gamma)) : 1.f);
-    GemmTile(d.K, d.VP, nc, w.k, 1, d.KP, vt, d.VP, S, d.VP, TileInit::kRowScaled, w.rs);
+    GemmTile(d.K, d.VW, nc, w.k, 1, d.KP, w.v, d.VP, S, d.VP, TileInit::kRowScaled, w.rs);
   }
 
   // Reverse sweep.
@@ -253,30 +260,28 @@ void BackwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float
       std::fill(ebs, ebs + nc, c.scale);
     }
     // P^T = scale (A o M)^T and dP^T = scale (V dO^T) o M^T.
-    PackTransposed(w.q, d.KP, nc, d.K, d.C, ncols, w.qt);
-    GemmTile(nc, ncols, d.K, w.k, d.KP, 1, w.qt, d.C, w.at, d.C, TileInit::kOverwrite);
-    MaskDecay(w.at, d.C, nc, ncols, w.b, w.blo, gated, c.scale);
-    PackTransposed(w.dO, d.VP, nc, d.VP, d.C, ncols, w.dOt);
-    GemmTile(nc, ncols, d.Vc, w.v, d.VP, 1, w.dOt, d.C, w.dpt, d.C, TileInit::kOverwrite);
-    MaskDecay(w.dpt, d.C, nc, ncols, w.b, w.blo, gated, c.scale);
+    PackTransposed(w.q, d.KP, nc, d.K, d.ldC, ncols, w.qt);
+    GemmTile(nc, ncols, d.K, w.k, d.KP, 1, w.qt, d.ldC, w.at, d.ldC, TileInit::kOverwrite);
+    MaskDecay(w.at, d.ldC, nc, ncols, w.b, w.blo, gated, c.scale);
+    PackTransposed(w.dO, d.VP, nc, d.VW, d.ldC, ncols, w.dOt);
+    GemmTile(nc, ncols, d.Vc, w.v, d.VP, 1, w.dOt, d.ldC, w.dpt, d.ldC, TileInit::kOverwrite);
+    MaskDecay(w.dpt, d.ldC, nc, ncols, w.b, w.blo, gated, c.scale);
     // dQ = scale (dO S^T) o exp(b) + dP K.
-    PackTransposed(S, d.VP, d.K, d.VP, d.KP, RoundUp(d.K, L), w.st);  // S^T [VP x KP]
-    GemmTile(nc, d.KP, d.Vc, w.dO, d.VP, 1, w.st, d.KP, w.dq, d.KP, TileInit::kOverwrite);
-    ScaleRows(w.dq, d.KP, nc, d.KP, ebs);
-    GemmTile(nc, d.KP, nc, w.dpt, 1, d.C, w.k, d.KP, w.dq, d.KP, TileInit::kAccumulate);
+    PackTransposed(S, d.VP, d.K, d.VW, d.KP, d.KW, w.st);  // S^T [VP x KP]
+    GemmTile(nc, d.KW, d.Vc, w.dO, d.VP, 1, w.st, d.KP, w.dq, d.KP, TileInit::kOverwrite);
+    GemmTile(nc, d.KW, nc, w.dpt, 1, d.ldC, w.k, d.KP, w.dq, d.KP, TileInit::kRowScaled, ebs);
     // dK = (V dS^T) o exp(Gamma - b) + dP^T Q (Q unscaled here).
-    PackTransposed(dS, d.VP, d.K, d.VP, d.KP, RoundUp(d.K, L), w.dst);  // dS^T [VP x KP]
-    GemmTile(nc, d.KP, d.Vc, w.v, d.VP, 1, w.dst, d.KP, w.dk, d.KP, TileInit::kOverwrite);
-    ScaleRows(w.dk, d.KP, nc, d.KP, eg);
-    GemmTile(nc, d.KP, nc, w.dpt, d.C, 1, w.q, d.KP, w.dk, d.KP, TileInit::kAccumulate);
+    PackTransposed(dS, d.VP, d.K, d.VW, d.KP, d.KW, w.dst);  // dS^T [VP x KP]
+    GemmTile(nc, d.KW, d.Vc, w.v, d.VP, 1, w.dst, d.KP, w.dk, d.KP, TileInit::kOverwrite);
+    GemmTile(nc, d.KW, nc, w.dpt, d.ldC, 1, w.q, d.KP, w.dk, d.KP, TileInit::kRowScaled, eg);
     // dV = (K o exp(Gamma - b)) dS + P dO.
-    ScaleRows(w.k, d.KP, nc, d.KP, eg);
-    GemmTile(nc, d.VP, d.K, w.k, d.KP, 1, dS, d.VP, w.dv, d.VP, TileInit::kOverwrite);
-    GemmTile(nc, d.VP, nc, w.at, d.C, 1, w.dO, d.VP, w.dv, d.VP, TileInit::kAccumulate);
+    ScaleRows(w.k, d.KP, nc, d.KW, eg);
+    GemmTile(nc, d.VW, d.K, w.k, d.KP, 1, dS, d.VP, w.dv, d.VP, TileInit::kOverwrite);
+    GemmTile(nc, d.VW, nc, w.at, d.ldC, 1, w.dO, d.VP, w.dv, d.VP, TileInit::kAccumulate);
     // dS <- exp(Gamma) dS + scale (Q o exp(b))^T dO.
-    ScaleRows(w.q, d.KP, nc, d.KP, ebs);
+    ScaleRows(w.q, d.KP, nc, d.KW, ebs);
     std::fill(w.rs, w.rs + d.K, gated ? static_cast<float>(std::exp(gamma)) : 1.f);
-    GemmTile(d.K, d.VP, nc, w.q, 1, d.KP, w.dO, d.VP, dS, d.VP, TileInit::kRowScaled, w.rs);
+    GemmTile(d.K, d.VW, nc, w.q, 1, d.KP, w.dO, d.VP, dS, d.VP, TileInit::kRowScaled, w.rs);
     for (int64_t t = 0; t < nc; ++t) {
       const int64_t row = core_row(a, s.batch, s.start + t0 + t, h);
       std::copy(w.dq + t * d.KP, w.dq + t * d.KP + d.K, c.dq + row * d.K);
@@ -291,10 +296,13 @@ Dims MakeDims(const LinearCore& c, int64_t chunk) {
   const size_t L = hn::Lanes(hn::ScalableTag<float>());
   Dims d;
   d.C = chunk;
+  d.ldC = PaddedStride(RoundUp(chunk, L));
   d.K = c.a->K;
-  d.KP = RoundUp(d.K, L);
+  d.KW = RoundUp(d.K, L);
+  d.KP = PaddedStride(d.KW);
   d.Vc = c.Vc;
-  d.VP = RoundUp(d.Vc, L);
+  d.VW = RoundUp(d.Vc, L);
+  d.VP = PaddedStride(d.VW);
   return d;
 }
 

@@ -47,17 +47,17 @@ HWY_EXPORT(FmaLoop);
 
 double measure_peak_gflops(int threads, double seconds) {
   // All threads run the loop at once for about `seconds`; the figure is total FLOPs over the
-  // wall time of the whole parallel region, best of three rounds (peak is a maximum, so the best
-  // round is the least disturbed one).
+  // wall time of the whole parallel region, best of five rounds (peak is a maximum, so the best
+  // round is the least disturbed one; on a shared VM a whole round can lose a core).
   float sink = 0;
   HWY_DYNAMIC_DISPATCH(FmaLoop)(1 << 16, &sink);  // warm up, and let the clock ramp
   const int64_t iters = 1 << 20;
   double best = 0;
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 5; ++round) {
     std::vector<double> flops(threads, 0.0);
     std::vector<float> sinks(threads, 0.f);
     const auto t0 = std::chrono::steady_clock::now();
-    const auto deadline = t0 + std::chrono::duration<double>(seconds / 3);
+    const auto deadline = t0 + std::chrono::duration<double>(seconds / 5);
     parallel_for(threads, [&](int64_t t, int) {
       while (std::chrono::steady_clock::now() < deadline)
         flops[t] += HWY_DYNAMIC_DISPATCH(FmaLoop)(iters, &sinks[t]);
