@@ -53,6 +53,10 @@ struct Dims {
   size_t C, ldC, K, KW, KP, Vc, VW, VP;
 };
 
+// The floor the chunked kernels clamp log gates to. exp(-1e4) is 0 in f32 and f64, so clamping
+// changes no result, while -inf would make differences of cumulative sums NaN.
+constexpr float kMinLogGate = -1e4f;
+
 inline size_t PaddedStride(size_t width) {
   return width % 64 == 0 ? width + 16 : width;
 }
@@ -108,7 +112,10 @@ double LoadChunk(const LinearCore& c, const LinearSeq& s, int64_t h, int64_t t0,
   }
   double acc = 0;
   for (size_t t = 0; t < d.C; ++t) {
-    if (static_cast<int64_t>(t) < nc) acc += ScalarLogGate(a, s, s.start + t0 + t, h);
+    // -inf (and anything below kMinLogGate) is clamped: exp of it is 0 all the same, and the
+    // cumulative sums stay finite, so b_t - b_s is never inf - inf.
+    if (static_cast<int64_t>(t) < nc)
+      acc += std::max(ScalarLogGate(a, s, s.start + t0 + t, h), kMinLogGate);
     w.b[t] = static_cast<float>(acc);
     w.blo[t] = static_cast<float>(acc - static_cast<double>(w.b[t]));
   }
