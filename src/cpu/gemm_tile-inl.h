@@ -68,7 +68,7 @@ HWY_INLINE void MicroTile(size_t K, const float* HWY_RESTRICT a, size_t a_rs, si
       V out = acc[r][v];
       if (init == TileInit::kAccumulate) {
         out = hn::Add(hn::LoadU(d, cr + v * L), out);
-      } else if (init == TileInit::kRowScaled) {
+      } else if (init == TileInit::kRowScaled && row_scale) {
         out = hn::MulAdd(hn::Set(d, row_scale[r]), hn::LoadU(d, cr + v * L), out);
       }
       hn::StoreU(out, d, cr + v * L);

@@ -133,22 +133,23 @@ int64_t chunk_for(const LinearArgs& a) {
   return (T + 15) / 16 * 16;
 }
 
-// Which kernel runs. The chunked kernel covers causal attention with scalar gates (none, g,
-// g_gamma) and no gv; the recurrence covers everything, including non-causal.
+// Which kernel runs. The chunked kernels cover causal attention with any row gate (scalar or
+// per key dim) and no gv; the recurrence covers everything, including gv and non-causal.
 bool use_chunk(const LinearCore& c) {
   const LinearArgs& a = *c.a;
-  return a.causal && a.mode != LinearMode::kRecurrent && a.gate != GateKind::kKeyDim &&
-         !c.gv.defined();
+  return a.causal && a.mode != LinearMode::kRecurrent && !c.gv.defined();
 }
 
 void run_forward(const LinearCore& c) {
-  if (use_chunk(c)) return linear_chunk_forward(c, chunk_for(*c.a));
-  linear_recurrent_forward(c);
+  if (!use_chunk(c)) return linear_recurrent_forward(c);
+  if (c.a->gate == GateKind::kKeyDim) return linear_chunk_gk_forward(c, chunk_for(*c.a));
+  linear_chunk_forward(c, chunk_for(*c.a));
 }
 
 void run_backward(const LinearCore& c) {
-  if (use_chunk(c)) return linear_chunk_backward(c, chunk_for(*c.a));
-  linear_recurrent_backward(c);
+  if (!use_chunk(c)) return linear_recurrent_backward(c);
+  if (c.a->gate == GateKind::kKeyDim) return linear_chunk_gk_backward(c, chunk_for(*c.a));
+  linear_chunk_backward(c, chunk_for(*c.a));
 }
 
 // Runs the core forward into f32 scratch (out, and the final state when `want_ht`).

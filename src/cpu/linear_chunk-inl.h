@@ -46,18 +46,18 @@ inline size_t PaddedStride(size_t width) {
 }
 
 // Buffers of one chunk, carved from per-thread scratch. With a per-key-dim gate (gk) there are
-// also per-element cumulative gates (bk, bklo) and their exponentials (ek = exp(b),
-// eg = exp(Gamma - b)), each [C x KP], and exp(Gamma) per key dim (gam).
+// also per-element cumulative gates (bk, bklo), their exponentials (ek = exp(b),
+// egk = exp(Gamma - b)) and a product buffer tk, each [C x KP], and exp(Gamma) per key dim (gam).
 struct ChunkBufs {
-  float *q, *k, *v, *qt, *at, *o, *b, *blo, *rs;    // forward
-  float *dO, *dOt, *dpt, *st, *dst, *dq, *dk, *dv;  // backward
-  float *bk = nullptr, *bklo, *ek, *egk, *gam;      // gk only
+  float *q, *k, *v, *qt, *at, *o, *b, *blo, *rs;     // forward
+  float *dO, *dOt, *dpt, *st, *dst, *dq, *dk, *dv;   // backward
+  float *bk = nullptr, *bklo, *ek, *egk, *tk, *gam;  // gk only
   static size_t Floats(const Dims& d, bool backward, bool gk) {
     size_t n = 2 * d.C * d.KP + 2 * d.C * d.VP + d.KW * d.ldC + d.C * d.ldC + 2 * d.C +
                std::max(d.KP, d.C);
     if (backward)
       n += d.C * d.VP + d.VW * d.ldC + d.C * d.ldC + 2 * d.VW * d.KP + 2 * d.C * d.KP + d.C * d.VP;
-    if (gk) n += 4 * d.C * d.KP + d.KP;
+    if (gk) n += 5 * d.C * d.KP + d.KP;
     return n;
   }
   ChunkBufs(float* p, const Dims& d, bool backward, bool gk) {
@@ -87,7 +87,8 @@ struct ChunkBufs {
       bklo = bk + d.C * d.KP;
       ek = bklo + d.C * d.KP;
       egk = ek + d.C * d.KP;
-      gam = egk + d.C * d.KP;
+      tk = egk + d.C * d.KP;
+      gam = tk + d.C * d.KP;
     }
   }
 };

@@ -49,6 +49,10 @@ inline int64_t core_row(const detail::LinearArgs& a, int64_t b, int64_t r, int64
 void linear_chunk_forward(const LinearCore& c, int64_t chunk);   // src/cpu/linear_chunk.cc
 void linear_chunk_backward(const LinearCore& c, int64_t chunk);  // src/cpu/linear_chunk.cc
 
+// Chunked form for a per-key-dim gate gk without gv.
+void linear_chunk_gk_forward(const LinearCore& c, int64_t chunk);   // linear_chunk_gk.cc
+void linear_chunk_gk_backward(const LinearCore& c, int64_t chunk);  // linear_chunk_gk.cc
+
 void linear_recurrent_forward(const LinearCore& c);   // src/cpu/linear_recurrent.cc
 void linear_recurrent_backward(const LinearCore& c);  // src/cpu/linear_recurrent.cc
 
