@@ -72,6 +72,16 @@ void check_f32(const char* where, const char* name, const TensorView& t,
   SUBQ_CHECK_ARG(t.dtype() == DType::kF32, where, name, "dtype f32", dtype_name(t.dtype()));
 }
 
+void check_state(const char* where, const char* name, const TensorView& t,
+                 const std::vector<int64_t>& shape, bool allow_f64) {
+  if (allow_f64 && t.defined() && t.dtype() == DType::kF64) {
+    check_tensor(where, name, t, static_cast<int>(shape.size()));
+    SUBQ_CHECK_ARG(t.sizes() == shape, where, name, shape_str(shape), t.describe());
+    return;
+  }
+  check_f32(where, name, t, shape);
+}
+
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::string s = "shape [";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);

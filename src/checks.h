@@ -23,6 +23,9 @@ void check_output(const char* where, const char* name, const TensorView& t,
 // Exactly `shape`, and f32 (states, gates' gradients, lse).
 void check_f32(const char* where, const char* name, const TensorView& t,
                const std::vector<int64_t>& shape);
+// A state or its gradient: exactly `shape`, f32 (or f64 when `allow_f64`: the reference).
+void check_state(const char* where, const char* name, const TensorView& t,
+                 const std::vector<int64_t>& shape, bool allow_f64);
 void check_same_dtype(const char* where, const char* name, const TensorView& t,
                       const TensorView& q);
 // int32/int64 [N + 1] offsets starting at 0, non-decreasing, at most `rows`.

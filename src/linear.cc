@@ -49,17 +49,6 @@ void check_gate(const char* where, const char* name, const TensorView& t,
   check_gate_values(where, name, t);
 }
 
-// States and their gradients are f32 (f64 too for the float64 reference).
-void check_state(const char* where, const char* name, const TensorView& t,
-                 const std::vector<int64_t>& shape, bool allow_f64) {
-  if (allow_f64 && t.defined() && t.dtype() == DType::kF64) {
-    check_tensor(where, name, t, static_cast<int>(shape.size()));
-    SUBQ_CHECK_ARG(t.sizes() == shape, where, name, shape_str(shape), t.describe());
-    return;
-  }
-  check_f32(where, name, t, shape);
-}
-
 LinearArgs make_args(const char* where, const TensorView& q, const TensorView& k,
                      const TensorView& v, const LinearAttentionOptions& opt) {
   const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
