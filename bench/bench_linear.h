@@ -1,5 +1,6 @@
-// `subq bench linear | simple_gla | gla`: (gated) linear attention in any form, forward,
-// backward and decode, optionally next to exact causal attention at the same shape.
+// `subq bench linear | simple_gla | gla | hybrid | conv`: (gated) linear attention in any form,
+// the linear + sliding-window hybrid, and the short convolution; forward, backward and decode,
+// optionally next to exact causal attention at the same shape.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +9,7 @@
 namespace subq::bench {
 
 struct LinearBenchConfig {
-  std::string op;  // linear | simple_gla | gla
+  std::string op;  // linear | simple_gla | gla | hybrid | conv
   int64_t B = 1, T = 4096, H = 8, Hkv = 0 /* key heads; 0: H */, D = 128;
   int64_t K = 0, V = 0;  // 0: D
   bool causal = true;    // --causal is the default for these ops; --non-causal turns it off
@@ -25,6 +26,7 @@ struct LinearBenchConfig {
   bool csv = false;
   int warmup = 1, reps = 5;
   bool compare_flash = false;  // also time exact causal attention at the same shape
+  int64_t width = 4;           // conv: filter width
 };
 
 void run_linear_bench(const LinearBenchConfig& cfg);

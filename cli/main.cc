@@ -65,7 +65,9 @@ int main(int argc, char** argv) {
   const std::pair<const char*, const char*> linear_ops[] = {
       {"linear", "Linear attention (optionally normalized): chunk, recurrent, parallel"},
       {"simple_gla", "Gated linear attention, scalar gate per head (Mamba-2/SSD, RetNet)"},
-      {"gla", "Gated linear attention, gate per key dim"}};
+      {"gla", "Gated linear attention, gate per key dim"},
+      {"hybrid", "Linear + sliding-window hybrid (--window w-1,0; features relu(q), relu(k))"},
+      {"conv", "Causal depthwise short convolution over H * D channels (--width)"}};
   for (const auto& [name, help] : linear_ops) {
     CLI::App* cmd = bench->add_subcommand(name, help);
     cmd->add_option("--B", lc.B, "Batch size")->capture_default_str();
@@ -92,6 +94,7 @@ int main(int argc, char** argv) {
     cmd->add_option("--warmup", lc.warmup, "Untimed runs first")->capture_default_str();
     cmd->add_option("--reps", lc.reps, "Timed runs (the median is reported)")
         ->capture_default_str();
+    cmd->add_option("--width", lc.width, "Filter width (conv)")->capture_default_str();
     cmd->add_flag("--compare-flash", lc.compare_flash,
                   "Also time exact causal attention at the same shape, in the same run");
     linear_cmds.push_back(cmd);

@@ -352,36 +352,50 @@ size_t HybridCache::nbytes() const {
 
 namespace {
 
-// Appends token x (row t of k, fk, v, g) of sequence b to the cache: decays the linear state by
-// the token's gate, folds the key leaving the window, writes the ring slot.
+// Row (b, t, h) of a [B, T, H, n] view as f32 into dst.
+void read_row(const TensorView& t, int64_t b, int64_t r, int64_t h, float* dst) {
+  const char* p = detail::row_ptr(t, b, r, h);
+  for (int64_t i = 0; i < t.size(3); ++i)
+    dst[i] = static_cast<float>(load_element(p, t.dtype(), i * t.stride(3)));
+}
+
+// Appends token t of sequence b to the cache: decays the linear state by the token's gate, folds
+// the key leaving the window into it, and writes the ring slot. The cache tensors are contiguous
+// f32: [B, w, H, *] rings and the [B, H, f, dv + 1] state.
 void cache_push(HybridCache& c, int64_t b, const TensorView& k, const TensorView& fk,
                 const TensorView& v, const TensorView& g, int64_t t) {
   const int64_t H = c.k.size(2), d = c.k.size(3), f = c.fk.size(3), dv = c.v.size(3);
   const int64_t n = c.seen[b], w = c.window, slot = n % w;
   float* S = c.S.data_as<float>() + b * H * f * (dv + 1);
+  float* ring_g = c.g.data_as<float>() + b * w * H;
+  auto ring = [&](const Tensor& r, int64_t s, int64_t h, int64_t width) {
+    return r.data_as<float>() + ((b * w + s) * H + h) * width;
+  };
   for (int64_t h = 0; h < H; ++h) {
     const float gn = g.defined() ? static_cast<float>(get_element(g, {b, t, h})) : 0.f;
     float* Sh = S + h * f * (dv + 1);
-    if (g.defined())
-      for (int64_t e = 0; e < f * (dv + 1); ++e) Sh[e] *= std::exp(gn);
+    if (g.defined()) {
+      const float decay = std::exp(gn);
+      for (int64_t e = 0; e < f * (dv + 1); ++e) Sh[e] *= decay;
+    }
     if (n >= w) {  // token n - w (in `slot`) leaves the window: fold it, decayed by g_{n-w+1..n}
       double gsum = gn;
-      for (int64_t s = 0; s < w; ++s)
-        if (s != slot) gsum += get_element(c.g, {b, s, h});
+      for (int64_t s2 = 0; s2 < w; ++s2)
+        if (s2 != slot) gsum += ring_g[s2 * H + h];
       const float decay = g.defined() ? static_cast<float>(std::exp(gsum)) : 1.f;
+      const float* fkr = ring(c.fk, slot, h, f);
+      const float* vr = ring(c.v, slot, h, dv);
       for (int64_t i = 0; i < f; ++i) {
-        const float fki = decay * static_cast<float>(get_element(c.fk, {b, slot, h, i}));
-        for (int64_t j = 0; j < dv; ++j)
-          Sh[i * (dv + 1) + j] += fki * static_cast<float>(get_element(c.v, {b, slot, h, j}));
-        Sh[i * (dv + 1) + dv] += fki;
+        const float fki = decay * fkr[i];
+        float* row = Sh + i * (dv + 1);
+        for (int64_t j = 0; j < dv; ++j) row[j] += fki * vr[j];
+        row[dv] += fki;
       }
     }
-    for (int64_t i = 0; i < d; ++i) set_element(c.k, {b, slot, h, i}, get_element(k, {b, t, h, i}));
-    for (int64_t i = 0; i < f; ++i)
-      set_element(c.fk, {b, slot, h, i}, get_element(fk, {b, t, h, i}));
-    for (int64_t i = 0; i < dv; ++i)
-      set_element(c.v, {b, slot, h, i}, get_element(v, {b, t, h, i}));
-    set_element(c.g, {b, slot, h}, gn);
+    read_row(k, b, t, h, ring(c.k, slot, h, d));
+    read_row(fk, b, t, h, ring(c.fk, slot, h, f));
+    read_row(v, b, t, h, ring(c.v, slot, h, dv));
+    ring_g[slot * H + h] = gn;
   }
   c.seen[b] = n + 1;
 }
@@ -432,43 +446,53 @@ void hybrid_attention_step(const TensorView& q, const TensorView& k, const Tenso
   check_output(where, "out", out, v.sizes());
   check_cache(where, cache, k, fk, v, opt);
   const int64_t w = cache.window;
-  std::vector<double> qv(a.d), num(a.dv), logits;
+  std::vector<float> qv(a.d), fqv(a.f), row(a.dv);
+  std::vector<double> num(a.dv), logits;
+  Tensor mk, mv;  // meta tokens as f32 [H, M, *]
+  if (a.M > 0) {
+    mk = Tensor::copy_of(a.meta_k, DType::kF32);
+    mv = Tensor::copy_of(a.meta_v, DType::kF32);
+  }
   for (int64_t b = 0; b < a.B; ++b) {
     cache_push(cache, b, k, fk, v, g, 0);
     const int64_t n = cache.seen[b] - 1;
     for (int64_t h = 0; h < a.H; ++h) {
-      for (int64_t i = 0; i < a.d; ++i) qv[i] = get_element(q, {b, 0, h, i});
+      read_row(q, b, 0, h, qv.data());
+      read_row(fq, b, 0, h, fqv.data());
       // Softmax set: meta tokens, then the ring's tokens max(0, n - w + 1) .. n.
+      std::vector<std::pair<const float*, const float*>> set;  // (key, value)
+      for (int64_t m = 0; m < a.M; ++m)
+        set.push_back({mk.data_as<float>() + (h * a.M + m) * a.d,
+                       mv.data_as<float>() + (h * a.M + m) * a.dv});
+      for (int64_t p = std::max<int64_t>(0, n - w + 1); p <= n; ++p) {
+        const int64_t slot = p % w;
+        set.push_back({cache.k.data_as<float>() + ((b * w + slot) * a.H + h) * a.d,
+                       cache.v.data_as<float>() + ((b * w + slot) * a.H + h) * a.dv});
+      }
       logits.clear();
-      std::vector<std::pair<int, int64_t>> set;  // (0 meta, 1 ring), index
-      for (int64_t m = 0; m < a.M; ++m) set.push_back({0, m});
-      for (int64_t p = std::max<int64_t>(0, n - w + 1); p <= n; ++p) set.push_back({1, p % w});
       double c = -INFINITY;
-      for (auto [kind, idx] : set) {
+      for (auto [key, val] : set) {
         double s = 0;
-        for (int64_t i = 0; i < a.d; ++i)
-          s += qv[i] *
-               (kind ? get_element(cache.k, {b, idx, h, i}) : get_element(a.meta_k, {h, idx, i}));
+        for (int64_t i = 0; i < a.d; ++i) s += static_cast<double>(qv[i]) * key[i];
         logits.push_back(a.scale * s);
         c = std::max(c, logits.back());
       }
       std::fill(num.begin(), num.end(), 0.0);
       double den = 0;
       for (size_t e = 0; e < set.size(); ++e) {
-        const auto [kind, idx] = set[e];
         const double wgt = a.gamma[h] * std::exp(logits[e] - c);
         den += wgt;
-        for (int64_t i = 0; i < a.dv; ++i)
-          num[i] += wgt * (kind ? get_element(cache.v, {b, idx, h, i})
-                                : get_element(a.meta_v, {h, idx, i}));
+        for (int64_t i = 0; i < a.dv; ++i) num[i] += wgt * set[e].second[i];
       }
       const float* S = cache.S.data_as<float>() + (b * a.H + h) * a.f * (a.dv + 1);
       for (int64_t i = 0; i < a.f; ++i) {
-        const double fqi = get_element(fq, {b, 0, h, i});
+        const double fqi = fqv[i];
         for (int64_t j = 0; j < a.dv; ++j) num[j] += fqi * S[i * (a.dv + 1) + j];
         den += fqi * S[i * (a.dv + 1) + a.dv];
       }
-      for (int64_t j = 0; j < a.dv; ++j) set_element(out, {b, 0, h, j}, num[j] / den);
+      for (int64_t j = 0; j < a.dv; ++j) row[j] = static_cast<float>(num[j] / den);
+      char* dst = detail::row_ptr(out, b, 0, h);
+      for (int64_t j = 0; j < a.dv; ++j) store_element(dst, out.dtype(), j * out.stride(3), row[j]);
     }
   }
 }
