@@ -283,6 +283,8 @@ void run_linear_bench(const LinearBenchConfig& c) {
         const int64_t n = std::min(seg, c.T - done);
         p.initial_state = state;
         p.initial_z = z;
+        if (sg.defined()) p.g = sg.view().narrow(1, 0, n);
+        if (sgk.defined()) p.gk = sgk.view().narrow(1, 0, n);
         linear_attention_forward(q.view().narrow(1, 0, n), k.view().narrow(1, 0, n),
                                  v.view().narrow(1, 0, n), out.view().narrow(1, 0, n), next, znext,
                                  p);

@@ -77,11 +77,30 @@ contains "$out" "^flash,ref," "ref row"
 expect 0 "bench peak" -- "$SUBQ" bench peak --threads 1
 contains "$out" "peak_gflops" "bench peak prints peak_gflops"
 
+# The linear-attention family: bench commands, CSV rows, decode.
+for op in linear simple_gla gla hybrid conv; do
+  expect 0 "bench $op" -- "$SUBQ" bench "$op" --T 128 --H 2 --D 32 --reps 1 --warmup 0 --backward --csv
+  contains "$out" "^$op,fast,f32,1,128,2," "bench $op row"
+done
+expect 0 "bench simple_gla recurrent mode" -- "$SUBQ" bench simple_gla --T 64 --H 2 --D 16 --mode recurrent --reps 1 --csv
+contains "$out" ",recurrent$" "mode column"
+expect 0 "bench simple_gla decode" -- "$SUBQ" bench simple_gla --T 3000 --H 2 --D 16 --decode --reps 3 --csv
+contains "$out" "^simple_gla_step," "decode row"
+expect 0 "bench simple_gla vs flash" -- "$SUBQ" bench simple_gla --T 256 --H 2 --D 32 --reps 1 --compare-flash --csv
+contains "$out" "^flash,fast," "flash comparison row"
+expect 2 "bad --mode" -- "$SUBQ" bench simple_gla --mode diagonal
+expect 2 "bad --chunk" -- "$SUBQ" bench simple_gla --T 64 --chunk 48 --reps 1
+contains "$err" "chunk_size" "chunk error names chunk_size"
+expect 2 "bad --width" -- "$SUBQ" bench conv --width 9
+
 # Check: every line PASS, exit 0.
 expect 0 "check" -- "$SUBQ" check
 contains "$out" "^PASS  flash_forward" "check runs the forward"
 contains "$out" "^PASS  flash_backward" "check runs the backward"
 contains "$out" "^PASS  flash_decode" "check runs decode"
+for op in linear_attention simple_gla gla short_conv feature_map hybrid; do
+  contains "$out" "^PASS  $op" "check runs $op"
+done
 if grep -q "^FAIL" "$out"; then echo "FAIL: check printed a FAIL line"; fails=$((fails + 1)); fi
 
 if [ "$fails" -ne 0 ]; then
