@@ -7,8 +7,8 @@
 #include "bench/harness.h"
 #include "subq/conv.h"
 #include "subq/error.h"
-#include "subq/hybrid.h"
 #include "subq/flash.h"
+#include "subq/hybrid.h"
 #include "subq/linear.h"
 #include "subq/random.h"
 #include "subq/threads.h"
@@ -117,7 +117,8 @@ void run_conv_bench(const LinearBenchConfig& c) {
   time_rows(c, rep, row, "fwd", flops, [&] { short_conv_forward(x, w, y, {}, opt); });
   if (c.backward) {
     Tensor dy = randn(x.sizes(), dt, 5), dx = Tensor::empty(x.sizes(), dt);
-    Tensor dw = Tensor::empty(w.sizes(), DType::kF32), db = Tensor::empty(bias.sizes(), DType::kF32);
+    Tensor dw = Tensor::empty(w.sizes(), DType::kF32),
+           db = Tensor::empty(bias.sizes(), DType::kF32);
     ShortConvGrads g;
     g.dx = dx;
     g.dweight = dw;
@@ -189,7 +190,8 @@ void run_hybrid_bench(const LinearBenchConfig& c, int64_t K, int64_t V) {
   // Window part: 2 w (K + V) per query; linear part: the chunked linear attention with V + 1.
   const double flops = 2.0 * c.B * c.H * c.T * w * (K + V) +
                        linear_flops("chunk", false, c.B, c.T, c.H, K, V + 1, c.chunk);
-  time_rows(c, rep, row, "fwd", flops, [&] { hybrid_attention_forward(q, k, fq, fk, v, out, opt); });
+  time_rows(c, rep, row, "fwd", flops,
+            [&] { hybrid_attention_forward(q, k, fq, fk, v, out, opt); });
   if (c.backward) {
     Tensor dout = randn(v.sizes(), dt, 6);
     Tensor dq = Tensor::empty(q.sizes(), dt), dk = Tensor::empty(q.sizes(), dt);

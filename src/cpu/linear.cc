@@ -55,6 +55,15 @@ int64_t num_seqs(const LinearArgs& a) {
   return static_cast<int64_t>(a.seqs.size());
 }
 
+// The kernels' state layout is f32 [N, H, K, Vc] contiguous. A public state that already is
+// exactly that (f32, K x V, contiguous, and no z column) is used in place, with no copy: decode
+// steps update their state this way. Returns null otherwise.
+float* direct_state(const LinearArgs& a, const TensorView& s) {
+  if (!s.defined() || a.normalize || a.v_first || s.dtype() != DType::kF32 || !s.is_contiguous())
+    return nullptr;
+  return s.data_as<float>();
+}
+
 // f32 [N, H, K, Vc] from a public state (K x V or V-first) and, for normalize, z as column V.
 Tensor gather_state(const LinearArgs& a, int64_t Vc, const TensorView& s, const TensorView& z) {
   Tensor t = Tensor::zeros({num_seqs(a), a.H, a.K, Vc}, DType::kF32);
@@ -118,7 +127,9 @@ void prepare(const LinearArgs& a, Core& k) {
     if (a.has_gv) c.gv = a.gv;
     c.scale = a.scale;
   }
-  if (a.h0.defined() || a.z0.defined()) {
+  if (float* p = direct_state(a, a.h0)) {
+    c.h0 = p;
+  } else if (a.h0.defined() || a.z0.defined()) {
     k.h0 = gather_state(a, c.Vc, a.h0, a.z0);
     c.h0 = k.h0.data_as<float>();
   }
@@ -183,13 +194,15 @@ void linear_forward(const LinearArgs& a) {
     });
   } else {
     k.c.out = a.out;
-    if (want_ht) {
+    if (float* p = direct_state(a, a.ht)) {
+      k.c.ht = p;  // written in place (the kernels read h0 into scratch first, so ht may be h0)
+    } else if (want_ht) {
       k.ht = Tensor::zeros({num_seqs(a), a.H, a.K, k.c.Vc}, DType::kF32);
       k.c.ht = k.ht.data_as<float>();
     }
     run_forward(k.c);
   }
-  if (want_ht) scatter_state(a, k.c.Vc, k.ht, a.ht, a.zt);
+  if (want_ht && k.ht.defined()) scatter_state(a, k.c.Vc, k.ht, a.ht, a.zt);
 }
 
 void linear_backward(const LinearArgs& a) {
