@@ -48,7 +48,31 @@ void expect_fast_matches_ref(const LinearCase& c, LinearMode mode, int64_t chunk
   expect_close(gf.dk, gr.dk, tol, "dk");
   expect_close(gf.dv, gr.dv, tol, "dv");
   expect_close(gf.dg, gr.dg, tol, "dg");
-  expect_close(gf.dg_gamma, gr.dg_gamma, tol, "dg_gamma");
+  if (gf.dg_gamma.defined()) {
+    // dg_gamma[h] is one number per head: the sum over every token of the per-token gate
+    // gradients, which cancel by 10x or more. Its fp32 error is measured against the size of
+    // those summands (the reference's per-token gradients for the same gate given as g), not
+    // against the small sum.
+    Tensor g = Tensor::empty({c.B, c.T, c.H}, DType::kF32);
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t t = 0; t < c.T; ++t)
+        for (int64_t h = 0; h < c.H; ++h) set_element(g, {b, t, h}, get_element(p.gamma, {h}));
+    LinearAttentionOptions per_token = p.opt;
+    per_token.impl = Impl::kRef;
+    per_token.g_gamma = TensorView();
+    per_token.g = g;
+    LinearProblem pt = p;
+    pt.gamma = Tensor();
+    pt.g = g;
+    const test::LinearGradTensors gt = test::run_backward(pt, per_token);
+    for (int64_t h = 0; h < c.H; ++h) {
+      double magnitude = 0;
+      for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t t = 0; t < c.T; ++t) magnitude += std::abs(get_element(gt.dg, {b, t, h}));
+      EXPECT_NEAR(get_element(gf.dg_gamma, {h}), get_element(gr.dg_gamma, {h}), tol * magnitude)
+          << "dg_gamma, head " << h;
+    }
+  }
   expect_close(gf.dgk, gr.dgk, tol, "dgk");
   expect_close(gf.dgv, gr.dgv, tol, "dgv");
   expect_close(gf.dh0, gr.dh0, tol, "dh0");
@@ -125,6 +149,8 @@ const Variant kVariants[] = {
     {"gla", Gate::kKeyDim, false, false, true, false, true, 2, 2, 36, 20},
     {"gla_gv", Gate::kKeyDim, true, false, true, false, true, 2, 2, 20, 36},
     {"gv_only", Gate::kNone, true, false, false, false, true, 1, 2, 16, 16},
+    {"simple_gla_gv_normalized", Gate::kScalar, true, true, true, false, true, 2, 2, 20, 28},
+    {"retnet_gv", Gate::kConstant, true, false, true, true, true, 1, 2, 16, 24},
     {"gated_normalized", Gate::kScalar, false, true, true, false, true, 2, 2, 16, 16},
     {"v_first_state", Gate::kScalar, false, false, true, true, true, 2, 2, 16, 24},
     {"non_causal", Gate::kNone, false, false, false, false, false, 2, 2, 32, 32},

@@ -144,22 +144,27 @@ int64_t chunk_for(const LinearArgs& a) {
   return (T + 15) / 16 * 16;
 }
 
-// Which kernel runs. The chunked kernels cover causal attention with any row gate (scalar or
-// per key dim) and no gv; the recurrence covers everything, including gv and non-causal.
+// Which kernel runs. Causal chunk and parallel modes use the chunked kernels: the one for
+// scalar row gates (none, g, g_gamma), or the per-dim one for gk and for anything with gv. The
+// recurrence covers the recurrent mode and non-causal attention.
 bool use_chunk(const LinearCore& c) {
   const LinearArgs& a = *c.a;
-  return a.causal && a.mode != LinearMode::kRecurrent && !c.gv.defined();
+  return a.causal && a.mode != LinearMode::kRecurrent;
+}
+
+bool per_dim(const LinearCore& c) {
+  return c.a->gate == GateKind::kKeyDim || c.gv.defined();
 }
 
 void run_forward(const LinearCore& c) {
   if (!use_chunk(c)) return linear_recurrent_forward(c);
-  if (c.a->gate == GateKind::kKeyDim) return linear_chunk_gk_forward(c, chunk_for(*c.a));
+  if (per_dim(c)) return linear_chunk_gk_forward(c, chunk_for(*c.a));
   linear_chunk_forward(c, chunk_for(*c.a));
 }
 
 void run_backward(const LinearCore& c) {
   if (!use_chunk(c)) return linear_recurrent_backward(c);
-  if (c.a->gate == GateKind::kKeyDim) return linear_chunk_gk_backward(c, chunk_for(*c.a));
+  if (per_dim(c)) return linear_chunk_gk_backward(c, chunk_for(*c.a));
   linear_chunk_backward(c, chunk_for(*c.a));
 }
 

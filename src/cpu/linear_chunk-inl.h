@@ -49,18 +49,20 @@ inline size_t PaddedStride(size_t width) {
 // also per-element cumulative gates (bk, bklo), their exponentials (ek = exp(b),
 // egk = exp(Gamma - b)) and a product buffer tk, each [C x KP], and exp(Gamma) per key dim (gam).
 struct ChunkBufs {
-  float *q, *k, *v, *qt, *at, *o, *b, *blo, *rs;     // forward
-  float *dO, *dOt, *dpt, *st, *dst, *dq, *dk, *dv;   // backward
-  float *bk = nullptr, *bklo, *ek, *egk, *tk, *gam;  // gk only
-  static size_t Floats(const Dims& d, bool backward, bool gk) {
+  float *q, *k, *v, *qt, *at, *o, *b, *blo, *rs;            // forward
+  float *dO, *dOt, *dpt, *st, *dst, *dq, *dk, *dv;          // backward
+  float *bk = nullptr, *bklo, *ek, *egk, *tk, *gam;         // per-dim kernel only
+  float *bv = nullptr, *bvlo, *ev, *egv, *tv, *gamv, *dOs;  // with gv only
+  static size_t Floats(const Dims& d, bool backward, bool gk, bool gv = false) {
     size_t n = 2 * d.C * d.KP + 2 * d.C * d.VP + d.KW * d.ldC + d.C * d.ldC + 2 * d.C +
                std::max(d.KP, d.C);
     if (backward)
       n += d.C * d.VP + d.VW * d.ldC + d.C * d.ldC + 2 * d.VW * d.KP + 2 * d.C * d.KP + d.C * d.VP;
     if (gk) n += 5 * d.C * d.KP + d.KP;
+    if (gv) n += 6 * d.C * d.VP + d.VP;
     return n;
   }
-  ChunkBufs(float* p, const Dims& d, bool backward, bool gk) {
+  ChunkBufs(float* p, const Dims& d, bool backward, bool gk, bool gv = false) {
     q = p;
     k = q + d.C * d.KP;
     v = k + d.C * d.KP;
@@ -89,6 +91,16 @@ struct ChunkBufs {
       egk = ek + d.C * d.KP;
       tk = egk + d.C * d.KP;
       gam = tk + d.C * d.KP;
+      e = gam + d.KP;
+    }
+    if (gv) {
+      bv = e;
+      bvlo = bv + d.C * d.VP;
+      ev = bvlo + d.C * d.VP;
+      egv = ev + d.C * d.VP;
+      tv = egv + d.C * d.VP;
+      dOs = tv + d.C * d.VP;
+      gamv = dOs + d.C * d.VP;
     }
   }
 };
@@ -115,12 +127,14 @@ inline double LoadChunk(const LinearCore& c, const LinearSeq& s, int64_t h, int6
     LoadRowF32(row_ptr(a.k, s.batch, r, hk), a.k.dtype(), d.K, w.k + t * d.KP, d.KP);
     LoadRowF32(row_ptr(c.v, s.batch, r, h), c.v.dtype(), d.Vc, w.v + t * d.VP, d.VP);
   }
-  if (a.gate == GateKind::kKeyDim) {
-    // Per key dim: bk[t][i] = sum of gk over the chunk up to t, as double-float pairs.
+  if (w.bk) {
+    // The per-dim kernel: bk[t][i] = the row gate summed over the chunk up to t, per key dim (a
+    // scalar gate broadcast, zeros without one), as double-float pairs.
     std::vector<double>& acck = GkScratch(d.K);
     std::fill(acck.begin(), acck.end(), 0.0);
     for (int64_t t = 0; t < nc; ++t) {
-      LoadLogGateK(a, s, s.start + t0 + t, h, w.bk + t * d.KP);
+      if (!LoadLogGateK(a, s, s.start + t0 + t, h, w.bk + t * d.KP))
+        std::fill(w.bk + t * d.KP, w.bk + t * d.KP + d.K, 0.f);
       for (size_t i = 0; i < d.K; ++i) {
         acck[i] += std::max(w.bk[t * d.KP + i], kMinLogGate);
         w.bk[t * d.KP + i] = static_cast<float>(acck[i]);
@@ -141,6 +155,24 @@ inline double LoadChunk(const LinearCore& c, const LinearSeq& s, int64_t h, int6
     w.blo[t] = static_cast<float>(acc - static_cast<double>(w.b[t]));
   }
   return acc;
+}
+
+// With gv: bv[t][j] = gv summed over the chunk up to t, per value column (double-float pairs;
+// the padding columns stay 0).
+inline void LoadColumnGates(const LinearCore& c, const LinearSeq& s, int64_t h, int64_t t0,
+                            int64_t nc, const Dims& d, const ChunkBufs& w) {
+  std::vector<double>& acc = GkScratch(d.Vc);
+  std::fill(acc.begin(), acc.end(), 0.0);
+  for (int64_t t = 0; t < nc; ++t) {
+    float* row = w.bv + t * d.VP;
+    LoadRowF32(row_ptr(c.gv, s.batch, s.start + t0 + t, h), c.gv.dtype(), d.Vc, row, d.VP);
+    for (size_t j = 0; j < d.Vc; ++j) {
+      acc[j] += std::max(row[j], kMinLogGate);
+      row[j] = static_cast<float>(acc[j]);
+      w.bvlo[t * d.VP + j] = static_cast<float>(acc[j] - static_cast<double>(row[j]));
+    }
+    for (size_t j = d.Vc; j < d.VP; ++j) row[j] = w.bvlo[t * d.VP + j] = 0.f;
+  }
 }
 
 // out [width x C] = transpose of rows [n x width] (row stride ld): out[i * C + t] = rows[t][i]
@@ -221,36 +253,37 @@ inline Dims MakeDims(const LinearCore& c, int64_t chunk) {
 // Runs item(c, n, h, d, state, bufs) for every (sequence, value head), one per work item, with
 // per-thread scratch: a K x VP state and the chunk buffers.
 template <class Item>
-void ForEachItemForward(const LinearCore& c, int64_t chunk, Item&& item) {
+void ForEachItemForward(const LinearCore& c, int64_t chunk, bool per_dim, Item&& item) {
   const LinearArgs& a = *c.a;
   const Dims d = MakeDims(c, chunk);
-  const bool gk = a.gate == GateKind::kKeyDim;
-  const size_t per = RoundUp(d.K * d.VP + ChunkBufs::Floats(d, false, gk), 16);
+  const bool gk = per_dim, gv = c.gv.defined();
+  const size_t per = RoundUp(d.K * d.VP + ChunkBufs::Floats(d, false, gk, gv), 16);
   Scratch scratch(per * num_threads());
   const int64_t items = static_cast<int64_t>(a.seqs.size()) * a.H;
   parallel_for(items, [&](int64_t it, int thread) {
     float* p = scratch.data() + per * thread;
-    item(c, static_cast<size_t>(it / a.H), it % a.H, d, p, ChunkBufs(p + d.K * d.VP, d, false, gk));
+    item(c, static_cast<size_t>(it / a.H), it % a.H, d, p,
+         ChunkBufs(p + d.K * d.VP, d, false, gk, gv));
   });
 }
 
 // The same for the backward: per thread, the states entering every chunk of the longest
 // sequence, dS (K x VP), and the chunk buffers.
 template <class Item>
-void ForEachItemBackward(const LinearCore& c, int64_t chunk, Item&& item) {
+void ForEachItemBackward(const LinearCore& c, int64_t chunk, bool per_dim, Item&& item) {
   const LinearArgs& a = *c.a;
   const Dims d = MakeDims(c, chunk);
-  const bool gk = a.gate == GateKind::kKeyDim;
+  const bool gk = per_dim, gv = c.gv.defined();
   int64_t max_chunks = 1;
   for (const LinearSeq& s : a.seqs) max_chunks = std::max(max_chunks, (s.T + chunk - 1) / chunk);
   const size_t states = static_cast<size_t>(max_chunks) * d.K * d.VP;
-  const size_t per = RoundUp(states + d.K * d.VP + ChunkBufs::Floats(d, true, gk), 16);
+  const size_t per = RoundUp(states + d.K * d.VP + ChunkBufs::Floats(d, true, gk, gv), 16);
   Scratch scratch(per * num_threads());
   const int64_t items = static_cast<int64_t>(a.seqs.size()) * a.H;
   parallel_for(items, [&](int64_t it, int thread) {
     float* p = scratch.data() + per * thread;
     item(c, static_cast<size_t>(it / a.H), it % a.H, d, p, p + states,
-         ChunkBufs(p + states + d.K * d.VP, d, true, gk));
+         ChunkBufs(p + states + d.K * d.VP, d, true, gk, gv));
   });
 }
 

@@ -158,11 +158,11 @@ void BackwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float
 }
 
 void ChunkForward(const LinearCore& c, int64_t chunk) {
-  ForEachItemForward(c, chunk, ForwardItem);
+  ForEachItemForward(c, chunk, false, ForwardItem);
 }
 
 void ChunkBackward(const LinearCore& c, int64_t chunk) {
-  ForEachItemBackward(c, chunk, BackwardItem);
+  ForEachItemBackward(c, chunk, false, BackwardItem);
 }
 
 }  // namespace
