@@ -291,3 +291,31 @@ TEST(FeatureMaps, BadInput) {
 
 }  // namespace
 }  // namespace subq
+
+namespace subq {
+namespace {
+
+TEST(FeatureMaps, Bf16Inputs) {
+  for (FeatureMap m :
+       {FeatureMap::kElu1, FeatureMap::kHedgehog, FeatureMap::kTaylor, FeatureMap::kPerformer}) {
+    const int64_t H = 2, d = 8;
+    Tensor x = test::randn({2, 10, H, d}, DType::kBF16, 3);
+    FeatureMapOptions o;
+    o.map = m;
+    Tensor w;
+    if (m == FeatureMap::kHedgehog) w = hedgehog_identity(H, d, 4);
+    if (m == FeatureMap::kPerformer) w = performer_projection(H, 12, d, 1);
+    o.weight = w;
+    const int64_t n = feature_map_dim(o, d);
+    Tensor y = Tensor::empty({2, 10, H, n}, DType::kBF16),
+           yr = Tensor::empty({2, 10, H, n}, DType::kF32);
+    feature_map_forward(x, y, o);
+    FeatureMapOptions r = o;
+    r.impl = Impl::kRef;
+    feature_map_forward(x, yr, r);
+    EXPECT_LE(test::rel_rms(y, yr), 5e-3) << feature_map_name(m);
+  }
+}
+
+}  // namespace
+}  // namespace subq

@@ -245,3 +245,23 @@ TEST(Hybrid, BadInput) {
 
 }  // namespace
 }  // namespace subq
+
+namespace subq {
+namespace {
+
+TEST(Hybrid, Bf16Inputs) {
+  HybridCase c;
+  c.T = 100;
+  c.w = 16;
+  c.gate = true;
+  c.dt = DType::kBF16;
+  HybridProblem p(c);
+  HybridOptions ref = p.opt;
+  ref.impl = Impl::kRef;
+  Tensor yr = Tensor::empty(p.v.sizes(), DType::kF32);
+  hybrid_attention_forward(p.q, p.k, p.fq, p.fk, p.v, yr, ref);
+  EXPECT_LE(rel_rms(p.forward(p.opt), yr), 5e-3);
+}
+
+}  // namespace
+}  // namespace subq
