@@ -228,7 +228,7 @@ void backward_item(const FeatureArgs& a, const FeatureSeq& s, int64_t h, ParamGr
     const float* xr = &x[t * ldx];
     const float* g = &dy[t * ldy];
     float* dxr = &dx[t * ldx];
-    float* dzr = &dz[t * p.ldz];
+    float* dzr = dz.empty() ? nullptr : dz.data() + t * p.ldz;  // projection maps only
     switch (a.map) {
       case FeatureMap::kIdentity:
         std::copy(g, g + d, dxr);
