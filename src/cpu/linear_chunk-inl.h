@@ -157,6 +157,19 @@ inline double LoadChunk(const LinearCore& c, const LinearSeq& s, int64_t h, int6
   return acc;
 }
 
+// The mirror of LoadChunk for the backward pass: writes rows [t0, t0 + nc) of dq and dk (f32
+// core buffers, one row per value head: core_row) and of dv (in its own dtype).
+inline void StoreChunkGrads(const LinearCore& c, const LinearSeq& s, int64_t h, int64_t t0,
+                            int64_t nc, const Dims& d, const ChunkBufs& w) {
+  const LinearArgs& a = *c.a;
+  for (int64_t t = 0; t < nc; ++t) {
+    const int64_t row = core_row(a, s.batch, s.start + t0 + t, h);
+    std::copy(w.dq + t * d.KP, w.dq + t * d.KP + d.K, c.dq + row * d.K);
+    std::copy(w.dk + t * d.KP, w.dk + t * d.KP + d.K, c.dk + row * d.K);
+    StoreRowF32(w.dv + t * d.VP, d.Vc, row_ptr(c.dv, s.batch, s.start + t0 + t, h), c.dv.dtype());
+  }
+}
+
 // With gv: bv[t][j] = gv summed over the chunk up to t, per value column (double-float pairs;
 // the padding columns stay 0).
 inline void LoadColumnGates(const LinearCore& c, const LinearSeq& s, int64_t h, int64_t t0,

@@ -147,12 +147,7 @@ void BackwardItem(const LinearCore& c, size_t n, int64_t h, const Dims& d, float
     ScaleRows(w.q, d.KP, nc, d.KW, ebs);
     std::fill(w.rs, w.rs + d.K, gated ? static_cast<float>(std::exp(gamma)) : 1.f);
     GemmTile(d.K, d.VW, nc, w.q, 1, d.KP, w.dO, d.VP, dS, d.VP, TileInit::kRowScaled, w.rs);
-    for (int64_t t = 0; t < nc; ++t) {
-      const int64_t row = core_row(a, s.batch, s.start + t0 + t, h);
-      std::copy(w.dq + t * d.KP, w.dq + t * d.KP + d.K, c.dq + row * d.K);
-      std::copy(w.dk + t * d.KP, w.dk + t * d.KP + d.K, c.dk + row * d.K);
-      StoreRowF32(w.dv + t * d.VP, d.Vc, row_ptr(c.dv, s.batch, s.start + t0 + t, h), c.dv.dtype());
-    }
+    StoreChunkGrads(c, s, h, t0, nc, d, w);
   }
   StoreState(c.dh0, a, n, h, d.K, d.Vc, d.VP, dS);
 }
