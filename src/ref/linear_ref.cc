@@ -77,6 +77,38 @@ void store_state(const LinearArgs& a, const TensorView& s, const TensorView& z, 
 }
 
 // One (sequence, head) forward; fills `states` with S_t (and z_t) for every t when asked.
+// Backward of one readout, o = scale q^T S or (q^T S) / (q^T z + eps): adds into the state
+// gradient d (dS, dz) and into dq.
+void readout_backward(const LinearArgs& a, const std::vector<double>& q,
+                      const std::vector<double>& dout, const State& st, State& d,
+                      std::vector<double>& dq) {
+  const int64_t K = static_cast<int64_t>(q.size()), V = static_cast<int64_t>(dout.size());
+  if (a.normalize) {
+    std::vector<double> num(V, 0.0);
+    double den = a.eps;
+    for (int64_t i = 0; i < K; ++i) {
+      den += q[i] * st.z[i];
+      for (int64_t j = 0; j < V; ++j) num[j] += q[i] * st.S[i * V + j];
+    }
+    double dden = 0;
+    for (int64_t j = 0; j < V; ++j) dden -= dout[j] * num[j] / (den * den);
+    for (int64_t i = 0; i < K; ++i) {
+      for (int64_t j = 0; j < V; ++j) {
+        d.S[i * V + j] += q[i] * dout[j] / den;
+        dq[i] += st.S[i * V + j] * dout[j] / den;
+      }
+      d.z[i] += q[i] * dden;
+      dq[i] += st.z[i] * dden;
+    }
+  } else {
+    for (int64_t i = 0; i < K; ++i)
+      for (int64_t j = 0; j < V; ++j) {
+        d.S[i * V + j] += a.scale * q[i] * dout[j];
+        dq[i] += a.scale * st.S[i * V + j] * dout[j];
+      }
+  }
+}
+
 void forward_head(const LinearArgs& a, size_t n, int64_t h, std::vector<State>* states) {
   const LinearSeq& s = a.seqs[n];
   const int64_t K = a.K, V = a.V, hk = h / a.group();
@@ -172,30 +204,7 @@ void linear_backward(const LinearArgs& a) {
           const int64_t r = s.start + t;
           const auto q = row(a.q, s.batch, r, hk), dout = row(a.dout, s.batch, r, h);
           std::vector<double> dq(K, 0.0);
-          if (a.normalize) {
-            std::vector<double> num(V, 0.0);
-            double den = a.eps;
-            for (int64_t i = 0; i < K; ++i) {
-              den += q[i] * st.z[i];
-              for (int64_t j = 0; j < V; ++j) num[j] += q[i] * st.S[i * V + j];
-            }
-            double dden = 0;
-            for (int64_t j = 0; j < V; ++j) dden -= dout[j] * num[j] / (den * den);
-            for (int64_t i = 0; i < K; ++i) {
-              for (int64_t j = 0; j < V; ++j) {
-                d.S[i * V + j] += q[i] * dout[j] / den;
-                dq[i] += st.S[i * V + j] * dout[j] / den;
-              }
-              d.z[i] += q[i] * dden;
-              dq[i] += st.z[i] * dden;
-            }
-          } else {
-            for (int64_t i = 0; i < K; ++i)
-              for (int64_t j = 0; j < V; ++j) {
-                d.S[i * V + j] += a.scale * q[i] * dout[j];
-                dq[i] += a.scale * st.S[i * V + j] * dout[j];
-              }
-          }
+          readout_backward(a, q, dout, st, d, dq);
           add_row(g.dq, s.batch, r, hk, dq);
         }
         for (int64_t t = 0; t < s.T; ++t) {
@@ -223,30 +232,7 @@ void linear_backward(const LinearArgs& a) {
         const State& prev = t > 0 ? states[t - 1] : init;
         // Output: o = scale q^T S_t, or (q^T S_t) / (q^T z_t + eps).
         std::vector<double> dq(K, 0.0);
-        if (a.normalize) {
-          std::vector<double> num(V, 0.0);
-          double den = a.eps;
-          for (int64_t i = 0; i < K; ++i) {
-            den += q[i] * st.z[i];
-            for (int64_t j = 0; j < V; ++j) num[j] += q[i] * st.S[i * V + j];
-          }
-          double dden = 0;
-          for (int64_t j = 0; j < V; ++j) dden -= dout[j] * num[j] / (den * den);
-          for (int64_t i = 0; i < K; ++i) {
-            for (int64_t j = 0; j < V; ++j) {
-              d.S[i * V + j] += q[i] * dout[j] / den;
-              dq[i] += st.S[i * V + j] * dout[j] / den;
-            }
-            d.z[i] += q[i] * dden;
-            dq[i] += st.z[i] * dden;
-          }
-        } else {
-          for (int64_t i = 0; i < K; ++i)
-            for (int64_t j = 0; j < V; ++j) {
-              d.S[i * V + j] += a.scale * q[i] * dout[j];
-              dq[i] += a.scale * st.S[i * V + j] * dout[j];
-            }
-        }
+        readout_backward(a, q, dout, st, d, dq);
         // Update: S_t = diag(a) S_{t-1} diag(b) + k v^T, z_t = a o z_{t-1} + k.
         gates(a, s, r, h, gk, gv);
         std::vector<double> dk(K, 0.0), dv(V, 0.0), dgk(K, 0.0), dgv(V, 0.0);
