@@ -174,9 +174,9 @@ class BpeTokenizer final : public Tokenizer {
   bool ignore_merges_ = false;
 
   std::vector<std::unique_ptr<AddedToken>> added_tokens_;
-  AddedTokenMatcher raw_added_;               // normalized = false: matched in the raw text
-  AddedTokenMatcher normalized_added_;        // normalized = true: matched after normalization
-  std::unique_ptr<SplitRegex> alphanumeric_;  // Rust's char::is_alphanumeric, for single_word
+  AddedTokenMatcher raw_added_;            // normalized = false: matched in the raw text
+  AddedTokenMatcher normalized_added_;     // normalized = true: matched after normalization
+  std::unique_ptr<SplitRegex> word_char_;  // the Rust regex crate's Unicode \w, for single_word
 
   std::vector<PreTokenizerStep> pre_tokenizer_;
   std::vector<int32_t> template_prefix_, template_suffix_;  // around $A when add_special_tokens
@@ -207,8 +207,9 @@ void BpeTokenizer::split_on_added_tokens(std::string_view text, const AddedToken
     size_t start = start_found, stop = start_found + token->content.size();
     search = stop;
     if (token->single_word) {
-      const bool word_before = start > 0 && alphanumeric_->matches_whole(char_before(start));
-      const bool word_after = stop < text.size() && alphanumeric_->matches_whole(char_after(stop));
+      // Only a match with no word character on either side counts.
+      const bool word_before = start > 0 && word_char_->matches_whole(char_before(start));
+      const bool word_after = stop < text.size() && word_char_->matches_whole(char_after(stop));
       if (word_before || word_after) continue;
     }
     if (token->lstrip) {
@@ -570,8 +571,10 @@ void BpeLoader::load_added_tokens(const json& added) {
     token->rstrip = flag(added[i], "rstrip", path, false);
     token->single_word = flag(added[i], "single_word", path, false);
     token->normalized = flag(added[i], "normalized", path, !token->special);
-    if (token->single_word && !tok_->alphanumeric_) {
-      tok_->alphanumeric_ = std::make_unique<SplitRegex>(R"([\p{Alphabetic}\p{N}])", "single_word");
+    if (token->single_word && !tok_->word_char_) {
+      // `tokenizers` tests the neighbours of a single_word token with the regex crate's \w.
+      tok_->word_char_ = std::make_unique<SplitRegex>(
+          R"([\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}])", "single_word");
     }
     (token->normalized ? tok_->normalized_added_ : tok_->raw_added_).add(token.get());
     tok_->added_tokens_.push_back(std::move(token));
