@@ -21,6 +21,9 @@ target_link_libraries(subq_tokenizer
   PRIVATE PkgConfig::SUBQ_PCRE2 PkgConfig::SUBQ_SENTENCEPIECE nlohmann_json::nlohmann_json)
 
 if(SUBQ_BUILD_TESTS)
+  # The top level enables testing only after add_subdirectory(model); without this, add_test
+  # here would be silently ignored.
+  enable_testing()
   find_package(GTest REQUIRED)
   include(GoogleTest)
   set(_tok_tests ${PROJECT_SOURCE_DIR}/tests/model)
