@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <regex>
 #include <set>
 
@@ -183,6 +184,19 @@ ExpectedTensors llama_expected_tensors(const LlamaConfig& c) {
   t["model.norm.weight"] = {{hidden}};
   t["lm_head.weight"] = {{c.vocab_size, hidden}, /*optional=*/c.tie_word_embeddings};
   return t;
+}
+
+bool llama_lm_head_is_tied(const CheckpointTensors& ckpt, const LlamaConfig& config) {
+  if (!config.tie_word_embeddings) return false;
+  auto head = ckpt.tensors.find("lm_head.weight");
+  if (head == ckpt.tensors.end()) return true;
+  const CheckpointTensor& embed = ckpt.at("model.embed_tokens.weight");
+  if (head->second.shape() != embed.shape()) return false;
+  if (head->second.dtype() == embed.dtype())
+    return std::memcmp(head->second.file->data(*head->second.entry), embed.file->data(*embed.entry),
+                       embed.entry->nbytes()) == 0;
+  const Tensor a = head->second.to_f32(), b = embed.to_f32();
+  return std::equal(a.data_as<float>(), a.data_as<float>() + a.numel(), b.data_as<float>());
 }
 
 void validate_checkpoint_tensors(const CheckpointTensors& ckpt, const ExpectedTensors& expected) {

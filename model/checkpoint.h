@@ -67,8 +67,14 @@ using ExpectedTensors = std::map<std::string, ExpectedTensor>;
 
 // The tensors of transformers' LlamaForCausalLM for this config. With tied embeddings
 // save_pretrained leaves lm_head.weight out (it is the embedding); transformers still loads a
-// file that has it (and ties it, ignoring the stored copy), so it is optional then.
+// file that has it, so it is optional then (see llama_lm_head_is_tied).
 ExpectedTensors llama_expected_tensors(const LlamaConfig& config);
+
+// Whether the output projection is the embedding, as transformers 5.24 decides when it loads:
+// tie_word_embeddings and either no lm_head.weight, or one equal to model.embed_tokens.weight.
+// A stored lm_head.weight that differs is used as an untied head (transformers warns and does
+// not tie), so a model that follows this gives transformers' logits.
+bool llama_lm_head_is_tied(const CheckpointTensors& checkpoint, const LlamaConfig& config);
 
 // Throws one subq::Error listing every missing tensor, unknown tensor, shape mismatch and
 // non-float dtype, each with the file it was found in.

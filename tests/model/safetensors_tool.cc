@@ -91,6 +91,7 @@ int run(int argc, char** argv) {
     validate_checkpoint_tensors(c, llama_expected_tensors(c.config));
     json out = {{"tensors", json::object()},
                 {"tie_word_embeddings", c.config.tie_word_embeddings},
+                {"lm_head_tied", llama_lm_head_is_tied(c, c.config)},
                 {"head_dim", c.config.head_dim},
                 {"num_key_value_heads", c.config.num_key_value_heads}};
     for (const auto& [name, t] : c.tensors) {

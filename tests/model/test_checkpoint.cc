@@ -161,6 +161,18 @@ TEST(Checkpoint, TiedEmbeddingsWithOrWithoutLmHead) {
     validate_checkpoint_tensors(c, llama_expected_tensors(c.config));
     EXPECT_EQ(c.tensors.count("lm_head.weight"), with_lm_head ? 1u : 0u);
   }
+  // transformers' rule: tied unless a stored lm_head differs from the embedding.
+  {
+    ScratchDir dir;
+    Weights w = random_weights(config, true);
+    save_checkpoint(dir.path(), config, w.tensors);
+    EXPECT_FALSE(llama_lm_head_is_tied(load_checkpoint(dir.path()), config));
+    for (auto& t : w.tensors)
+      if (t.name == "lm_head.weight") t.data = w.tensors[1].data;  // model.embed_tokens.weight
+    save_checkpoint(dir.path(), config, w.tensors);
+    EXPECT_TRUE(llama_lm_head_is_tied(load_checkpoint(dir.path()), config));
+    EXPECT_FALSE(llama_lm_head_is_tied(load_checkpoint(dir.path()), tiny_config(false)));
+  }
   // Untied needs lm_head.
   const LlamaConfig untied = tiny_config(false);
   ScratchDir dir;
