@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that subq's build and tests need. Idempotent: a package that is
-# already installed is left alone, and apt is only called when something is missing.
+# Installs the Debian packages that subq's build and tests need, and the PyPI ones into .venv.
+# Idempotent: a package that is already installed is left alone, apt is only called when
+# something is missing, and pip only when the pinned list changed.
 set -euo pipefail
 
 packages=(
@@ -10,6 +11,10 @@ packages=(
   nlohmann-json3-dev  # JSON (configs, bench output)
   libgtest-dev libgmock-dev
   clang-format
+  libsentencepiece-dev  # SentencePiece .model tokenizers
+  libpcre2-dev          # Unicode regexes of tokenizer.json pre-tokenizers (\p{L}, lookahead)
+  clang libclang-rt-14-dev  # libFuzzer targets for the file parsers
+  python3 python3-venv python3-dev  # the project virtualenv (.venv) below
 )
 # Only for `bench/gemm_candidates` (the measurement behind docs/performance.md); the library
 # itself does not link them.
@@ -21,11 +26,39 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} Debian packages present"
+else
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# PyPI packages, in the project virtualenv .venv (Debian's python3):
+#   torch        libtorch for torch/ and model/, pinned to the GPU machine's version. PyPI's
+#                wheel pulls CUDA runtime wheels (about 3 GB) that the CPU build never loads;
+#                the CPU-only wheel lives outside PyPI, so we take the PyPI one as it is.
+#   the rest     test oracles only (transformers' LlamaForCausalLM, tokenizers, safetensors,
+#                flash-linear-attention's naive references), never run-time dependencies.
+cd "$(dirname "$0")/.."
+python_packages=(
+  torch==2.11.0
+  numpy==2.4.6
+  pytest==9.2.0
+  safetensors==0.8.0
+  tokenizers==0.23.3
+  sentencepiece==0.2.3
+  transformers==5.24.0
+  flash-linear-attention==0.6.0
+)
+stamp=.venv/.subq-requirements
+wanted=$(printf '%s\n' "${python_packages[@]}")
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+  echo "setup: .venv has the ${#python_packages[@]} pinned PyPI packages"
   exit 0
 fi
-echo "setup: installing ${missing[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+[ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
+echo "setup: installing ${python_packages[*]} into .venv (torch is large: a few minutes)"
+.venv/bin/pip install --quiet --disable-pip-version-check "${python_packages[@]}"
+printf '%s' "$wanted" > "$stamp"
