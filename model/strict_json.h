@@ -11,7 +11,7 @@
 namespace subq::model {
 
 // Parses `text` as one JSON value. Throws subq::Error "<source>: invalid JSON: <why>" on a
-// syntax error or invalid UTF-8, and "<source>: duplicate key '<k>' in <path>" when an object
+// syntax error, invalid UTF-8 or a NUL byte, and "<source>: duplicate key '<k>'" when an object
 // names a key twice.
 nlohmann::json parse_json_strict(std::string_view text, std::string_view source);
 
