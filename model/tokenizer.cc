@@ -50,30 +50,30 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& model_dir_or_file) {
 std::string TokenStreamer::put(int32_t id) {
   window_.push_back(id);
   const std::string text = tokenizer_.decode_bytes(window_, skip_special_tokens_);
-  // Nothing new (a special token being skipped, SentencePiece's dropped first space), or the
-  // decode is not an extension of what we printed (no tokenizer here does that): wait.
-  if (text.size() <= emitted_bytes_) return {};
   const size_t held = incomplete_utf8_suffix_length(text);
   const size_t ready_end = text.size() - held;
-  if (ready_end <= emitted_bytes_) return {};
-  std::string out =
-      utf8_lossy(std::string_view(text).substr(emitted_bytes_, ready_end - emitted_bytes_));
-  emitted_bytes_ = ready_end;
+  // Nothing new comes out for a skipped special token or SentencePiece's dropped first space.
+  std::string out;
+  if (ready_end > emitted_bytes_) {
+    out = utf8_lossy(std::string_view(text).substr(emitted_bytes_, ready_end - emitted_bytes_));
+    emitted_bytes_ = ready_end;
+  }
   if (held == 0) {
-    // All of the window is out: its newest ids become the context of the next decode. They are
-    // everything after the previous context, i.e. the chunk just finished.
-    size_t context_end = 0;
-    // Find the shortest tail of the window whose decode is non-empty, so that the next decode
-    // sees the same neighbour as a full decode would (one id is enough for every kind here;
-    // more ids only cost time).
-    for (size_t n = 1; n <= window_.size(); ++n) {
-      std::span<const int32_t> tail(window_.data() + window_.size() - n, n);
-      if (!tokenizer_.decode_bytes(tail, skip_special_tokens_).empty() || n == window_.size()) {
-        context_end = window_.size() - n;
+    // All of the window's text is out. The next decode needs only a neighbour with text before
+    // the new ids, so that it reads them as a full decode would (SentencePiece drops the space
+    // of the first piece with text, and only of that one): keep the last id whose own text is
+    // not empty, or the last id if none has text (only skipped special tokens so far). This
+    // keeps put() constant-time however long the generation and however many ids are skipped.
+    size_t context = window_.size() - 1;
+    for (size_t i = window_.size(); i-- > 0;) {
+      if (!tokenizer_.decode_bytes(std::span<const int32_t>(&window_[i], 1), skip_special_tokens_)
+               .empty()) {
+        context = i;
         break;
       }
     }
-    window_.erase(window_.begin(), window_.begin() + static_cast<ptrdiff_t>(context_end));
+    const int32_t context_id = window_[context];
+    window_.assign(1, context_id);
     emitted_bytes_ = tokenizer_.decode_bytes(window_, skip_special_tokens_).size();
   }
   return out;

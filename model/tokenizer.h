@@ -58,9 +58,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
 // Text from ids one at a time, for printing while generating. put(id) returns the text that
 // `id` completes, so that the concatenation of every put() and finish() equals
 // decode(all ids). It holds back the bytes of a UTF-8 character that later tokens finish, and
-// decodes each new id together with the previous chunk's ids, so that text that depends on its
-// neighbours (SentencePiece drops the space of the first piece only) comes out as in a full
-// decode. Keeps only the ids of the last chunk: constant memory over a long generation.
+// decodes each new id behind the last id that had text, so that text that depends on its
+// neighbour (SentencePiece drops the space of the first piece only) comes out as in a full
+// decode. Constant memory and time per id over a long generation.
 class TokenStreamer {
  public:
   explicit TokenStreamer(const Tokenizer& tokenizer, bool skip_special_tokens = true)
@@ -73,7 +73,7 @@ class TokenStreamer {
  private:
   const Tokenizer& tokenizer_;
   bool skip_special_tokens_;
-  // The ids of the last fully emitted chunk (context for the next decode), then the newer ids.
+  // The context id (the last one with text), then the ids whose text is not complete yet.
   std::vector<int32_t> window_;
   // How many bytes of decode_bytes(window_) have been returned already.
   size_t emitted_bytes_ = 0;
