@@ -41,14 +41,14 @@ std::map<std::string, std::string> parse_weight_map(const fs::path& index_path) 
     if (m.contains("total_size"))
       SUBQ_CHECK(m["total_size"].is_number_unsigned(), source,
                  ": metadata.total_size: expected a non-negative integer, got ",
-                 m["total_size"].dump());
+                 json_excerpt(m["total_size"]));
   }
   SUBQ_CHECK(root.contains("weight_map") && root["weight_map"].is_object(), source,
              ": weight_map: expected an object {tensor name: shard file name}");
   std::map<std::string, std::string> map;
   for (const auto& [tensor, shard] : root["weight_map"].items()) {
     SUBQ_CHECK(shard.is_string(), source, ": weight_map: tensor '", tensor,
-               "': expected a shard file name, got ", shard.dump());
+               "': expected a shard file name, got ", json_excerpt(shard));
     const std::string name = shard.get<std::string>();
     SUBQ_CHECK(is_plain_file_name(name), source, ": weight_map: tensor '", tensor, "': shard \"",
                name, "\" is not a plain file name in the checkpoint directory (no '/' or '..')");

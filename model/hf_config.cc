@@ -27,7 +27,7 @@ class FieldReader {
 
   [[noreturn]] void fail(std::string_view key, std::string_view expected, const json& given) const {
     throw Error(
-        detail::concat(source_, ": ", key, ": expected ", expected, ", got ", given.dump()));
+        detail::concat(source_, ": ", key, ": expected ", expected, ", got ", json_excerpt(given)));
   }
   [[noreturn]] void fail_msg(std::string_view key, std::string_view message) const {
     throw Error(detail::concat(source_, ": ", key, ": ", message));
@@ -88,7 +88,7 @@ double parse_rope_theta(const FieldReader& r, std::string_view source) {
     for (const char* type_key : {"rope_type", "type"})
       if (p.contains(type_key) && p[type_key] != "default")
         throw Error(detail::concat(source, ": ", key, ": unsupported rope_type ",
-                                   p[type_key].dump(),
+                                   json_excerpt(p[type_key]),
                                    " (subq implements only \"default\" RoPE, without scaling)"));
     for (const auto& [name, value] : p.items())
       if (name != "rope_type" && name != "type" && name != "rope_theta")
@@ -117,7 +117,7 @@ std::vector<LayerSpec> parse_subq_section(const FieldReader& r, int64_t num_laye
                                  "' (expected version and layers)"));
   if (!s.contains("version") || s["version"] != 1)
     throw Error(detail::concat(source, ": subq.version: expected 1, got ",
-                               s.contains("version") ? s["version"].dump() : "nothing"));
+                               s.contains("version") ? json_excerpt(s["version"]) : "nothing"));
   if (!s.contains("layers") || !s["layers"].is_array())
     throw Error(
         detail::concat(source, ": subq.layers: expected an array with one entry per layer"));
@@ -130,10 +130,10 @@ std::vector<LayerSpec> parse_subq_section(const FieldReader& r, int64_t num_laye
     const json& entry = layers[i];
     const std::string where = detail::concat(source, ": subq.layers[", i, "]");
     SUBQ_CHECK(entry.is_object(), where, ": expected an object with a \"mechanism\", got ",
-               entry.dump());
+               json_excerpt(entry));
     SUBQ_CHECK(entry.contains("mechanism") && entry["mechanism"].is_string(), where,
                ": mechanism: expected a string, got ",
-               entry.contains("mechanism") ? entry["mechanism"].dump() : "nothing");
+               entry.contains("mechanism") ? json_excerpt(entry["mechanism"]) : "nothing");
     LayerSpec spec;
     spec.mechanism = entry["mechanism"].get<std::string>();
     SUBQ_CHECK(std::find(std::begin(kLayerMechanisms), std::end(kLayerMechanisms),

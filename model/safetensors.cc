@@ -92,16 +92,16 @@ SafetensorsEntry parse_entry(const std::string& name, const json& info, std::str
   for (const json& d : shape) {
     const auto v = as_index(d);
     SUBQ_CHECK(v.has_value(), where(), ": shape entries must be non-negative integers, got ",
-               d.dump());
+               json_excerpt(d));
     e.shape.push_back(static_cast<int64_t>(*v));
   }
 
   const json& offsets = info["data_offsets"];
   SUBQ_CHECK(offsets.is_array() && offsets.size() == 2, where(),
-             ": data_offsets must be an array [begin, end], got ", offsets.dump());
+             ": data_offsets must be an array [begin, end], got ", json_excerpt(offsets));
   const auto begin = as_index(offsets[0]), end = as_index(offsets[1]);
   SUBQ_CHECK(begin && end, where(), ": data_offsets must be non-negative integers, got ",
-             offsets.dump());
+             json_excerpt(offsets));
   e.begin = *begin;
   e.end = *end;
   SUBQ_CHECK(e.end >= e.begin, where(), ": data_offsets [", e.begin, ", ", e.end,

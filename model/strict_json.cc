@@ -14,7 +14,10 @@ nlohmann::json parse_json_strict(std::string_view text, std::string_view source)
   // nlohmann's DOM builder overwrites the earlier value.
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
-  const json::parser_callback_t track_keys = [&](int, json::parse_event_t event, json& parsed) {
+  const json::parser_callback_t track_keys = [&](int depth, json::parse_event_t event,
+                                                 json& parsed) {
+    SUBQ_CHECK(depth <= kMaxJsonDepth, source, ": invalid JSON: nested deeper than ", kMaxJsonDepth,
+               " levels");
     switch (event) {
       case json::parse_event_t::object_start:
         open_objects.emplace_back();
@@ -44,6 +47,13 @@ nlohmann::json parse_json_strict(std::string_view text, std::string_view source)
   }
   SUBQ_CHECK(duplicate.empty(), source, ": duplicate key '", duplicate, "'");
   return result;
+}
+
+std::string json_excerpt(const nlohmann::json& j) {
+  constexpr size_t kMax = 80;
+  std::string s = j.dump();
+  if (s.size() > kMax) s = s.substr(0, kMax) + "...";
+  return s;
 }
 
 const char* json_type_name(const nlohmann::json& j) {

@@ -177,6 +177,15 @@ TEST(HfConfigErrors, NotJsonOrNotAnObject) {
                {"config.json", "duplicate key 'vocab_size'"});
 }
 
+TEST(HfConfigErrors, NestedTooDeeply) {
+  json j = minimal();
+  const std::string text = j.dump();
+  const std::string deep =
+      "{\"custom\": " + std::string(100000, '[') + std::string(100000, ']') + ", " + text.substr(1);
+  expect_error([&] { parse_llama_config(deep, "config.json"); },
+               {"config.json", "nested deeper than 64 levels"});
+}
+
 TEST(HfConfigErrors, MissingRequiredSizes) {
   for (const char* field : {"hidden_size", "num_hidden_layers", "num_attention_heads",
                             "intermediate_size", "vocab_size"}) {

@@ -250,6 +250,17 @@ TEST(SafetensorsCorrupt, HeaderNotJson) {
   expect_corrupt(raw_file(std::string("{}\0", 3)), "invalid JSON");
 }
 
+TEST(SafetensorsCorrupt, HeaderNestedTooDeeply) {
+  // nlohmann-json copies and dumps recursively: deep nesting must stop at the parser.
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expect_corrupt(raw_file("{\"w\":{\"dtype\":\"F32\",\"shape\":" + deep + "}}"),
+                 "nested deeper than 64 levels");
+  const std::string ok = std::string(60, '[') + std::string(60, ']');
+  expect_corrupt(
+      raw_file("{\"w\":{\"dtype\":\"F32\",\"shape\":[" + ok + "],\"data_offsets\":[0,4]}}", 4),
+      "shape entries must be non-negative integers, got [[[[[[");
+}
+
 TEST(SafetensorsCorrupt, HeaderNotAnObject) {
   expect_corrupt(raw_file("[1,2]   "), "header must be a JSON object, got array");
   expect_corrupt(raw_file("\"x\""), "header must be a JSON object, got string");
