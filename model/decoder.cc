@@ -1,0 +1,182 @@
+#include "model/decoder.h"
+
+#include <torch/torch.h>
+
+#include <cstring>
+
+#include "subq/error.h"
+
+namespace subq::model {
+
+DecoderLayerImpl::DecoderLayerImpl(const MixerSpec& spec, const LlamaConfig& c) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  self_attn = register_module("self_attn", make_mixer(spec, c));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  mlp = register_module("mlp", Mlp(c.hidden_size, c.intermediate_size));
+  for (const auto& t : spec.lora.targets) {
+    if (t == "gate_proj") mlp->gate_proj->attach_lora(spec.lora.r, spec.lora.alpha);
+    if (t == "up_proj") mlp->up_proj->attach_lora(spec.lora.r, spec.lora.alpha);
+    if (t == "down_proj") mlp->down_proj->attach_lora(spec.lora.r, spec.lora.alpha);
+  }
+}
+
+at::Tensor DecoderLayerImpl::forward(const at::Tensor& h, const MixerContext& ctx,
+                                     LayerCache* cache) {
+  const at::Tensor a = h + self_attn->forward(input_layernorm(h), ctx, cache);
+  return a + mlp(post_attention_layernorm(a));
+}
+
+size_t ModelCache::nbytes() const {
+  size_t n = 0;
+  for (const auto& l : layers) n += l->nbytes();
+  return n;
+}
+
+DecoderModelImpl::DecoderModelImpl(const LlamaConfig& config) : config_(config) {
+  validate_llama_config(config_);
+  for (size_t i = 0; i < config_.layers.size(); ++i)
+    specs_.push_back(parse_mixer_spec(config_.layers[i], config_,
+                                      "config.json: subq.layers[" + std::to_string(i) + "]"));
+  auto body = register_module("model", std::make_shared<torch::nn::Module>());
+  model_body = body.get();
+  embed_tokens = body->register_module(
+      "embed_tokens", torch::nn::Embedding(config_.vocab_size, config_.hidden_size));
+  init_normal(embed_tokens->weight);
+  layers = body->register_module("layers", torch::nn::ModuleList());
+  for (const auto& spec : specs_) layers->push_back(DecoderLayer(spec, config_));
+  norm = body->register_module("norm", RMSNorm(config_.hidden_size, config_.rms_norm_eps));
+  if (!config_.tie_word_embeddings)
+    lm_head = register_module("lm_head", Projection(config_.hidden_size, config_.vocab_size));
+}
+
+at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache) {
+  SUBQ_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kInt64,
+             "DecoderModel::forward: ids: expected int64 [B, T], got ", ids.sizes(), " ",
+             ids.scalar_type());
+  const int64_t T = ids.size(1);
+  SUBQ_CHECK(T > 0, "DecoderModel::forward: ids: expected at least one token");
+  if (ids.numel() > 0) {
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    SUBQ_CHECK(lo >= 0 && hi < config_.vocab_size, "DecoderModel::forward: ids: expected ",
+               "token ids in [0, ", config_.vocab_size, "), got ", lo < 0 ? lo : hi);
+  }
+  int64_t pos0 = 0;
+  if (cache) {
+    SUBQ_CHECK(ids.size(0) == cache->batch, "DecoderModel::forward: ids: expected batch ",
+               cache->batch, " (the cache's), got ", ids.size(0));
+    SUBQ_CHECK(T <= cache->max_chunk, "DecoderModel::forward: ids: a chunk of ", T,
+               " tokens is longer than the cache's max_chunk ", cache->max_chunk);
+    pos0 = cache->seen;
+  }
+  const RopeTable rope = make_rope_table(pos0, T, config_.head_dim, config_.rope_theta);
+  const MixerContext ctx{pos0, &rope};
+  at::Tensor h = embed_tokens(ids);
+  for (size_t i = 0; i < layers->size(); ++i)
+    h = layers->ptr<DecoderLayerImpl>(i)->forward(h, ctx, cache ? cache->layers[i].get() : nullptr);
+  h = norm(h);
+  if (cache) cache->seen += T;
+  return lm_head ? lm_head(h) : torch::nn::functional::linear(h, embed_tokens->weight);
+}
+
+ModelCache DecoderModelImpl::new_cache(int64_t batch, int64_t capacity, int64_t max_chunk) const {
+  SUBQ_CHECK(batch > 0 && capacity > 0 && max_chunk > 0,
+             "new_cache: expected positive batch, capacity and max_chunk, got ", batch, ", ",
+             capacity, ", ", max_chunk);
+  ModelCache c;
+  c.batch = batch;
+  c.capacity = capacity;
+  c.max_chunk = max_chunk;
+  for (size_t i = 0; i < layers->size(); ++i)
+    c.layers.push_back(
+        layers->ptr<DecoderLayerImpl>(i)->self_attn->make_cache(batch, capacity, max_chunk));
+  return c;
+}
+
+ModelCacheCost DecoderModelImpl::cache_cost(int64_t max_chunk) const {
+  ModelCacheCost cost;
+  for (size_t i = 0; i < layers->size(); ++i) {
+    const CacheCost c = layers->ptr<DecoderLayerImpl>(i)->self_attn->cache_cost(max_chunk);
+    cost.bytes_per_token += c.bytes_per_token;
+    cost.fixed_bytes += c.fixed_bytes;
+  }
+  return cost;
+}
+
+int64_t DecoderModelImpl::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+LlamaConfig DecoderModelImpl::config_to_save() const {
+  LlamaConfig c = config_;
+  c.layers.clear();
+  for (const auto& s : specs_) c.layers.push_back(to_layer_spec(s));
+  return c;
+}
+
+ExpectedTensors DecoderModelImpl::expected_tensors() const {
+  ExpectedTensors e;
+  for (const auto& p : named_parameters()) e[p.key()] = {p.value().sizes().vec(), false};
+  if (!lm_head) e["lm_head.weight"] = {{config_.vocab_size, config_.hidden_size}, true};
+  return e;
+}
+
+std::string DecoderModelImpl::parameter_group(const std::string& name) {
+  auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
+  if (has(".lora_A") || has(".lora_B")) return "lora";
+  if (has("embed_tokens") || name.rfind("lm_head.", 0) == 0) return "embeddings";
+  if (has("layernorm") || name == "model.norm.weight") return "norms";
+  if (has(".mlp.")) return "mlp";
+  for (const char* p : {".q_proj.", ".k_proj.", ".v_proj.", ".o_proj."})
+    if (has(p)) return "attention";
+  return "mixer_new";
+}
+
+void DecoderModelImpl::set_trainable(const std::string& group, bool trainable) {
+  static const char* kGroups[] = {"embeddings", "norms", "mlp", "attention", "mixer_new", "lora"};
+  bool known = false;
+  for (const char* g : kGroups) known |= group == g;
+  SUBQ_CHECK(known, "set_trainable: group: expected embeddings, norms, mlp, attention, ",
+             "mixer_new or lora, got ", group);
+  for (auto& p : named_parameters())
+    if (parameter_group(p.key()) == group) p.value().set_requires_grad(trainable);
+}
+
+void load_weights(DecoderModelImpl& model, const CheckpointTensors& checkpoint) {
+  validate_checkpoint_tensors(checkpoint, model.expected_tensors());
+  torch::NoGradGuard no_grad;
+  for (auto& p : model.named_parameters()) {
+    const CheckpointTensor& src = checkpoint.at(p.key());
+    const Tensor f32 = src.to_f32();
+    at::Tensor dst = p.value();
+    SUBQ_CHECK(dst.is_contiguous() && dst.numel() * sizeof(float) == f32.view().nbytes(),
+               "load_weights: ", p.key(), ": size mismatch");
+    std::memcpy(dst.data_ptr<float>(), f32.view().data(), f32.view().nbytes());
+  }
+}
+
+DecoderModel load_model(const std::filesystem::path& dir) {
+  const Checkpoint ck = load_checkpoint(dir);
+  DecoderModel model(ck.config);
+  load_weights(*model, ck);
+  model->eval();
+  return model;
+}
+
+void save_model(const DecoderModelImpl& model, const std::filesystem::path& dir, DType dtype,
+                uint64_t max_shard_bytes) {
+  std::vector<TensorToSave> tensors;
+  std::vector<at::Tensor> keep;  // contiguous copies, alive until written
+  for (const auto& p : model.named_parameters()) {
+    keep.push_back(p.value().detach().contiguous());
+    tensors.push_back({p.key(), DType::kF32, keep.back().sizes().vec(), keep.back().data_ptr()});
+  }
+  CheckpointSaveOptions opt;
+  opt.dtype = dtype;
+  opt.max_shard_bytes = max_shard_bytes;
+  save_checkpoint(dir, model.config_to_save(), tensors, opt);
+}
+
+}  // namespace subq::model

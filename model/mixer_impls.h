@@ -1,0 +1,24 @@
+// Constructors of the mixers (model/mixers.h), one per file: mixer_softmax.cc,
+// mixer_linear.cc (linear and hybrid), mixer_conv.cc, mixer_mamba2.cc.
+#pragma once
+
+#include <memory>
+
+#include "model/mixers.h"
+
+namespace subq::model {
+
+std::shared_ptr<MixerImpl> make_softmax_mixer(const MixerSpec& spec, const LlamaConfig& config);
+std::shared_ptr<MixerImpl> make_linear_mixer(const MixerSpec& spec, const LlamaConfig& config);
+std::shared_ptr<MixerImpl> make_hybrid_mixer(const MixerSpec& spec, const LlamaConfig& config);
+std::shared_ptr<MixerImpl> make_conv_mixer(const MixerSpec& spec, const LlamaConfig& config);
+std::shared_ptr<MixerImpl> make_mamba2_mixer(const MixerSpec& spec, const LlamaConfig& config);
+
+// LoRA on the mixer's projections named in spec.lora.targets (q_proj, k_proj, v_proj, o_proj).
+void attach_mixer_lora(const MixerSpec& spec,
+                       std::initializer_list<std::pair<const char*, Projection*>> projections);
+
+// [B, T, Hkv, d] -> [B, T, Hkv * groups, d]: kv head j serves query heads j * groups ... (GQA).
+at::Tensor repeat_kv(const at::Tensor& x, int64_t groups);
+
+}  // namespace subq::model

@@ -1,0 +1,92 @@
+// Softmax attention: LLaMA's self_attn (q, k, v, o projections, RoPE, GQA) over subq's exact
+// attention op. Training runs flash_attention (differentiable); with a cache, each chunk of T
+// tokens is appended to the KV cache and attends to it through flash_attention_decode, so a
+// chunked prefill and token-by-token decode compute exactly what one forward does.
+#include <torch/torch.h>
+
+#include "model/mixer_impls.h"
+#include "subq/error.h"
+#include "torch/ops.h"
+
+namespace subq::model {
+namespace {
+
+struct KvCache : LayerCache {
+  at::Tensor k, v;     // [B, C, Hkv, hd]
+  at::Tensor seqlens;  // int32 [B]: tokens seen (a ring keeps only the last C)
+  int64_t seen = 0;
+  bool ring = false;
+  size_t nbytes() const override { return k.nbytes() + v.nbytes() + seqlens.nbytes(); }
+};
+
+class SoftmaxMixer : public MixerImpl {
+ public:
+  SoftmaxMixer(const MixerSpec& spec, const LlamaConfig& c)
+      : MixerImpl(spec), H_(c.num_attention_heads), Hkv_(c.num_key_value_heads), hd_(c.head_dim) {
+    q_proj = register_module("q_proj", Projection(c.hidden_size, H_ * hd_));
+    k_proj = register_module("k_proj", Projection(c.hidden_size, Hkv_ * hd_));
+    v_proj = register_module("v_proj", Projection(c.hidden_size, Hkv_ * hd_));
+    o_proj = register_module("o_proj", Projection(H_ * hd_, c.hidden_size));
+    attach_mixer_lora(
+        spec, {{"q_proj", &q_proj}, {"k_proj", &k_proj}, {"v_proj", &v_proj}, {"o_proj", &o_proj}});
+  }
+
+  at::Tensor forward(const at::Tensor& x, const MixerContext& ctx, LayerCache* cache) override {
+    const int64_t B = x.size(0), T = x.size(1);
+    const at::Tensor q = apply_rope(q_proj(x).view({B, T, H_, hd_}), *ctx.rope);
+    const at::Tensor k = apply_rope(k_proj(x).view({B, T, Hkv_, hd_}), *ctx.rope);
+    const at::Tensor v = v_proj(x).view({B, T, Hkv_, hd_});
+    // A sliding window of w keys, self included: (w - 1, 0) in FlashAttention's terms.
+    const int64_t left = spec_.window > 0 ? spec_.window - 1 : -1;
+    at::Tensor out;
+    if (!cache) {
+      out = std::get<0>(torch_ops::flash_attention(q.contiguous(), k.contiguous(), v.contiguous(),
+                                                   std::nullopt, true, left, left >= 0 ? 0 : -1));
+    } else {
+      auto& kv = static_cast<KvCache&>(*cache);
+      SUBQ_CHECK(kv.ring || kv.seen + T <= kv.k.size(1), "softmax attention: the KV cache holds ",
+                 kv.k.size(1), " tokens; ", kv.seen, " + ", T, " do not fit (raise the capacity)");
+      SUBQ_CHECK(!kv.ring || left + T <= kv.k.size(1), "softmax attention: a chunk of ", T,
+                 " tokens does not fit the ring of ", kv.k.size(1), " with a window of ",
+                 spec_.window);
+      out = std::get<0>(torch_ops::flash_attention_decode(
+          q.contiguous(), kv.k, kv.v, kv.seqlens, k.contiguous(), v.contiguous(), std::nullopt,
+          true, left, left >= 0 ? 0 : -1, 0., std::nullopt, kv.ring, 0));
+      kv.seqlens += T;
+      kv.seen += T;
+    }
+    return o_proj(out.reshape({B, T, H_ * hd_}));
+  }
+
+  std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t capacity,
+                                         int64_t max_chunk) const override {
+    auto c = std::make_unique<KvCache>();
+    c->ring = spec_.window > 0;
+    // A ring must hold the window before the chunk plus the chunk itself.
+    const int64_t slots = c->ring ? std::min(capacity, spec_.window - 1 + max_chunk) : capacity;
+    c->k = torch::zeros({batch, slots, Hkv_, hd_});
+    c->v = torch::zeros({batch, slots, Hkv_, hd_});
+    c->seqlens = torch::zeros({batch}, torch::kInt32);
+    if (c->ring && slots == capacity) c->ring = false;  // the whole context fits: no wrap
+    return c;
+  }
+
+  CacheCost cache_cost(int64_t max_chunk) const override {
+    const size_t per_token = 2 * static_cast<size_t>(Hkv_ * hd_) * sizeof(float);
+    if (spec_.window > 0) return {0, per_token * static_cast<size_t>(spec_.window - 1 + max_chunk)};
+    return {per_token, 0};
+  }
+
+  Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  int64_t H_, Hkv_, hd_;
+};
+
+}  // namespace
+
+std::shared_ptr<MixerImpl> make_softmax_mixer(const MixerSpec& spec, const LlamaConfig& config) {
+  return std::make_shared<SoftmaxMixer>(spec, config);
+}
+
+}  // namespace subq::model

@@ -1,0 +1,40 @@
+#include "model/mixers.h"
+
+#include <algorithm>
+
+#include "model/mixer_impls.h"
+
+namespace subq::model {
+
+std::shared_ptr<MixerImpl> make_mixer(const MixerSpec& spec, const LlamaConfig& config) {
+  switch (spec.kind) {
+    case MixerKind::kSoftmax:
+      return make_softmax_mixer(spec, config);
+    case MixerKind::kLinear:
+      return make_linear_mixer(spec, config);
+    case MixerKind::kHybrid:
+      return make_hybrid_mixer(spec, config);
+    case MixerKind::kShortConv:
+      return make_conv_mixer(spec, config);
+    case MixerKind::kMamba2:
+      return make_mamba2_mixer(spec, config);
+  }
+  return nullptr;
+}
+
+void attach_mixer_lora(const MixerSpec& spec,
+                       std::initializer_list<std::pair<const char*, Projection*>> projections) {
+  if (spec.lora.r == 0) return;
+  for (const auto& [name, proj] : projections) {
+    const auto& t = spec.lora.targets;
+    if (std::find(t.begin(), t.end(), name) != t.end())
+      (*proj)->attach_lora(spec.lora.r, spec.lora.alpha);
+  }
+}
+
+at::Tensor repeat_kv(const at::Tensor& x, int64_t groups) {
+  if (groups == 1) return x;
+  return x.repeat_interleave(groups, /*dim=*/2);
+}
+
+}  // namespace subq::model

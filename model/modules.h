@@ -1,0 +1,60 @@
+// The building blocks of the LLaMA-style decoder (libtorch): RMSNorm, rotary embeddings,
+// projections with optional LoRA, and the SwiGLU MLP. They follow transformers'
+// LlamaForCausalLM exactly (same formulas, same float32 order of operations where it matters),
+// so that a checkpoint gives the same logits here and there.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <cstdint>
+
+namespace subq::model {
+
+// y = weight * x / sqrt(mean(x^2) + eps), over the last dim.
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+// A bias-free linear map y = x W^T (W [out, in]), plus, when LoRA is attached,
+// (alpha / r) * (x A^T) B^T with A [r, in] (Kaiming-uniform init) and B [out, r] (zero init, so
+// attaching changes nothing until B is trained). Parameters: weight, lora_A, lora_B.
+class ProjectionImpl : public torch::nn::Module {
+ public:
+  ProjectionImpl(int64_t in, int64_t out, bool bias = false);
+  at::Tensor forward(const at::Tensor& x);
+  void attach_lora(int64_t r, double alpha);
+  bool has_lora() const { return lora_A.defined(); }
+  at::Tensor weight, bias, lora_A, lora_B;
+  double lora_scaling = 0;
+};
+TORCH_MODULE(Projection);
+
+// cos and sin of the rotary angles for positions [pos0, pos0 + T), [T, head_dim] each, computed
+// as transformers does: inv_freq = 1 / theta^(2i / d) in float32, angles = pos * inv_freq,
+// duplicated to both halves.
+struct RopeTable {
+  at::Tensor cos, sin;
+};
+RopeTable make_rope_table(int64_t pos0, int64_t T, int64_t head_dim, double theta);
+// x [B, T, H, hd] -> x * cos + rotate_half(x) * sin.
+at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope);
+
+// down(silu(gate(x)) * up(x)).
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(int64_t hidden, int64_t intermediate);
+  at::Tensor forward(const at::Tensor& x);
+  Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+// N(0, 0.02) as transformers' initializer_range: for a model built from a config, not loaded.
+void init_normal(at::Tensor& t, double std = 0.02);
+
+}  // namespace subq::model

@@ -1,0 +1,170 @@
+"""The decoder model against real peers and against itself.
+
+- transformers' LlamaForCausalLM (random models, several configs) saved with save_pretrained:
+  subq loads them and its logits match to 1e-4 relative in fp32;
+- prefill (in chunks) + token-by-token decode gives the logits of one full forward, for every
+  mechanism;
+- save -> load -> save is byte-identical (f32, bf16, f16, sharded);
+- subq's files load in PyPI safetensors and in transformers.
+
+The C++ side runs through tests/model/model_tool.cc (SUBQ_MODEL_TOOL, set by CTest).
+"""
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+
+try:
+    import transformers
+    from safetensors.torch import load_file
+except ImportError as e:  # a missing oracle is a failure, not a skip
+    raise RuntimeError(f"transformers and safetensors must be in the venv: {e}") from e
+
+TOOL = os.environ.get("SUBQ_MODEL_TOOL", "")
+
+
+def tool(*args):
+    r = subprocess.run([TOOL, *map(str, args)], capture_output=True, text=True)
+    assert r.returncode == 0, f"model_tool {' '.join(map(str, args))}: {r.stderr}"
+
+
+def rel_err(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def subq_logits(model_dir, ids, tmp_path, prefill=None, chunk=None):
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text(json.dumps(ids.tolist()))
+    out = tmp_path / "logits.safetensors"
+    extra = [prefill, chunk] if prefill is not None else []
+    tool("logits", model_dir, ids_file, out, *extra)
+    return load_file(str(out))["logits"]
+
+
+def random_llama(**kw):
+    cfg = transformers.LlamaConfig(**kw)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # norms start at 1: perturb everything so every weight matters
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+LLAMA_CONFIGS = {
+    "mha_untied": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=4, intermediate_size=128, vocab_size=101),
+    "gqa4_tied_theta5e5": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=8,
+                               num_key_value_heads=2, intermediate_size=256, vocab_size=300,
+                               rope_theta=500000.0, tie_word_embeddings=True),
+    "mqa_odd_sizes": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
+                          num_key_value_heads=1, intermediate_size=100, vocab_size=97,
+                          rms_norm_eps=1e-5),
+    "head_dim_32_gqa2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, head_dim=32, intermediate_size=96,
+                             vocab_size=128, tie_word_embeddings=True, rope_theta=1e6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LLAMA_CONFIGS))
+def test_logits_match_transformers(name, tmp_path):
+    model = random_llama(**LLAMA_CONFIGS[name])
+    model.save_pretrained(tmp_path / "m")
+    ids = torch.randint(0, model.config.vocab_size, (2, 37))
+    with torch.no_grad():
+        want = model(ids).logits
+    got = subq_logits(tmp_path / "m", ids, tmp_path)
+    assert got.shape == want.shape
+    assert rel_err(got, want) < 1e-4
+
+
+def test_bf16_and_sharded_checkpoints_match_transformers(tmp_path):
+    model = random_llama(**LLAMA_CONFIGS["gqa4_tied_theta5e5"]).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "m", max_shard_size="100KB")
+    assert (tmp_path / "m" / "model.safetensors.index.json").exists()
+    ids = torch.randint(0, 300, (1, 25))
+    with torch.no_grad():
+        want = model.float()(ids).logits  # the same bf16-rounded weights, in fp32
+    assert rel_err(subq_logits(tmp_path / "m", ids, tmp_path), want) < 1e-4
+
+
+BASE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=128, vocab_size=120, rms_norm_eps=1e-6, rope_theta=10000.0,
+            max_position_embeddings=4096, tie_word_embeddings=False, model_type="llama",
+            hidden_act="silu")
+LORA = {"r": 4, "alpha": 8, "targets": ["q_proj", "v_proj", "o_proj", "down_proj"]}
+MECHANISMS = {
+    "softmax": [{"mechanism": "softmax"}],
+    "softmax_window": [{"mechanism": "softmax", "window": 7}],
+    "linear_hedgehog": [{"mechanism": "linear", "feature_map": "hedgehog", "feature_dim": 8}],
+    "linear_scalar_gate": [{"mechanism": "linear", "feature_map": "elu1", "gate": "scalar"}],
+    "linear_per_dim_gate": [{"mechanism": "linear", "feature_map": "relu", "gate": "per_dim",
+                             "normalize": False}],
+    "linear_t2r_taylor": [{"mechanism": "linear", "feature_map": "t2r"},
+                          {"mechanism": "linear", "feature_map": "taylor", "rope": False}],
+    "hybrid": [{"mechanism": "hybrid", "feature_map": "hedgehog", "window": 5}],
+    "hybrid_gated": [{"mechanism": "hybrid", "feature_map": "elu1", "window": 6,
+                      "gate": "scalar"}],
+    "short_conv": [{"mechanism": "short_conv", "conv_width": 4}],
+    "mamba2": [{"mechanism": "mamba2", "state_size": 16, "head_dim": 32, "n_groups": 2}],
+    "mixed_with_lora": [{"mechanism": "softmax", "lora": LORA},
+                        {"mechanism": "linear", "gate": "scalar", "lora": LORA},
+                        {"mechanism": "hybrid", "window": 4},
+                        {"mechanism": "short_conv"},
+                        {"mechanism": "mamba2", "state_size": 8}],
+}
+
+
+def make_student(tmp_path, layers, seed=1):
+    cfg = dict(BASE, num_hidden_layers=len(layers), subq={"version": 1, "layers": layers})
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    tool("init", tmp_path / "config.json", tmp_path / "model", seed)
+    return tmp_path / "model"
+
+
+@pytest.mark.parametrize("name", sorted(MECHANISMS))
+def test_prefill_then_decode_equals_forward(name, tmp_path):
+    model_dir = make_student(tmp_path, MECHANISMS[name])
+    ids = torch.randint(0, 120, (2, 40))
+    full = subq_logits(model_dir, ids, tmp_path)
+    assert torch.isfinite(full).all()
+    # 3 prefill chunks (16, 16, 2) then 6 single-token steps.
+    split = subq_logits(model_dir, ids, tmp_path, prefill=34, chunk=16)
+    assert rel_err(split, full) < 1e-4, name
+    # And all of it token by token.
+    steps = subq_logits(model_dir, ids, tmp_path, prefill=0, chunk=1)
+    assert rel_err(steps, full) < 1e-4, name
+
+
+def files_of(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+@pytest.mark.parametrize("dtype,shard", [("f32", 0), ("bf16", 0), ("f16", 0), ("f32", 60000)])
+def test_save_load_save_is_byte_identical(dtype, shard, tmp_path):
+    src = make_student(tmp_path, MECHANISMS["mixed_with_lora"])
+    tool("resave", src, tmp_path / "a", dtype, shard)
+    tool("resave", tmp_path / "a", tmp_path / "b", dtype, shard)
+    a, b = files_of(tmp_path / "a"), files_of(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert (len(a) > 2) == (shard > 0)  # sharded: config, index and several shards
+    for name in a:
+        assert a[name] == b[name], name
+
+
+def test_subq_files_load_in_safetensors_and_transformers(tmp_path):
+    model = random_llama(**LLAMA_CONFIGS["mqa_odd_sizes"])
+    model.save_pretrained(tmp_path / "hf")
+    tool("resave", tmp_path / "hf", tmp_path / "subq", "f32", 0)
+    ours = load_file(str(tmp_path / "subq" / "model.safetensors"))
+    theirs = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert torch.equal(ours[k], theirs[k]), k
+    reloaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "subq").eval()
+    ids = torch.randint(0, 97, (1, 20))
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, model(ids).logits)
