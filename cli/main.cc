@@ -1,15 +1,19 @@
-// The `subq` command: bench, check (and, as the project grows, train, linearize, eval,
-// generate). A bad argument prints one line saying what is wrong and exits with status 2.
+// The `subq` command: bench, check, generate, info (and, as the project grows, train,
+// linearize, eval). A bad argument prints one line saying what is wrong and exits with status 2.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "bench/bench_flash.h"
 #include "bench/bench_linear.h"
 #include "cli/check.h"
+#ifdef SUBQ_HAVE_MODEL
+#include "cli/model_commands.h"
+#endif
 #include "subq/backend.h"
 #include "subq/error.h"
 #include "subq/threads.h"
@@ -107,6 +111,14 @@ int main(int argc, char** argv) {
   check->add_option("--seed", cc.seed, "Random seed")->capture_default_str();
   check->add_option("--threads", cc.threads, "Threads (default: all)");
 
+#ifdef SUBQ_HAVE_MODEL
+  // subq generate, subq info
+  subq::cli::GenerateConfig gc;
+  CLI::App* generate = subq::cli::add_generate_command(app, gc);
+  subq::cli::InfoConfig ic;
+  CLI::App* info = subq::cli::add_info_command(app, ic);
+#endif
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -137,8 +149,18 @@ int main(int argc, char** argv) {
     } else if (*check) {
       return subq::cli::run_check(cc);
     }
+#ifdef SUBQ_HAVE_MODEL
+    else if (*generate) {
+      return subq::cli::run_generate(gc);
+    } else if (*info) {
+      return subq::cli::run_info(ic);
+    }
+#endif
   } catch (const subq::Error& e) {
-    std::fprintf(stderr, "subq: error: %s\n", e.what());
+    // One line, whatever the message holds (file contents can carry newlines).
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    std::fprintf(stderr, "subq: error: %s\n", msg.c_str());
     return kExitBadArgument;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "subq: internal error: %s\n", e.what());

@@ -168,3 +168,123 @@ def test_subq_files_load_in_safetensors_and_transformers(tmp_path):
     ids = torch.randint(0, 97, (1, 20))
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, model(ids).logits)
+
+
+# ---- the commands: subq generate and subq info ----
+
+CLI = os.environ.get("SUBQ_CLI", "")
+
+
+def subq(*args):
+    return subprocess.run([CLI, *map(str, args)], capture_output=True)
+
+
+def byte_level_student(tmp_path, layers):
+    # vocab 300 >= the built-in byte-level tokenizer's 258 ids (no tokenizer file in the dir).
+    cfg = dict(BASE, vocab_size=300, num_hidden_layers=len(layers), eos_token_id=257,
+               subq={"version": 1, "layers": layers})
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    tool("init", tmp_path / "config.json", tmp_path / "model", 3)
+    return tmp_path / "model"
+
+
+def test_generate_is_deterministic(tmp_path):
+    d = byte_level_student(tmp_path, MECHANISMS["mixed_with_lora"])
+    greedy = [subq("generate", "--model", d, "--prompt", "Hello, world", "--max-new-tokens", 24,
+                   "--temperature", 0, "--ignore-eos") for _ in range(2)]
+    for r in greedy:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(b"Hello, world")
+    assert greedy[0].stdout == greedy[1].stdout
+    assert len(greedy[0].stdout) > len(b"Hello, world\n")
+    sampled = [subq("generate", "--model", d, "--prompt", "Hi", "--max-new-tokens", 24,
+                    "--temperature", 1.0, "--top-k", 0, "--top-p", 1.0, "--seed", seed,
+                    "--ignore-eos").stdout for seed in (7, 7, 8)]
+    assert sampled[0] == sampled[1]
+    assert sampled[0] != sampled[2]
+
+
+def one_line_error(r):
+    err = r.stderr.decode("utf-8", "replace")
+    assert r.returncode == 2, (r.returncode, err)
+    assert err.count("\n") == 1 and err.startswith("subq: error: "), err
+    return err
+
+
+def test_generate_on_corrupt_checkpoints_exits_2_with_one_line(tmp_path):
+    good = byte_level_student(tmp_path, MECHANISMS["linear_scalar_gate"])
+    weights = (good / "model.safetensors").read_bytes()
+    config = (good / "config.json").read_text()
+
+    def case(name, files):
+        d = tmp_path / name
+        d.mkdir()
+        for fname, content in files.items():
+            (d / fname).write_bytes(content if isinstance(content, bytes) else content.encode())
+        return one_line_error(subq("generate", "--model", d, "--prompt", "x",
+                                   "--max-new-tokens", 2))
+
+    assert "model.safetensors" in case("truncated", {"config.json": config,
+                                                     "model.safetensors": weights[:-100]})
+    assert "model.safetensors" in case("short", {"config.json": config,
+                                                 "model.safetensors": weights[:5]})
+    bad_header = bytearray(weights)
+    bad_header[8:12] = b"!!!!"
+    assert "model.safetensors" in case("header", {"config.json": config,
+                                                  "model.safetensors": bytes(bad_header)})
+    assert "config.json" in case("config", {"config.json": config[:-20],
+                                            "model.safetensors": weights})
+    assert "model.safetensors" in case("no_weights", {"config.json": config})
+    # A tensor the config needs is absent: rewrite the file without it.
+    tensors = load_file(str(good / "model.safetensors"))
+    del tensors["model.norm.weight"]
+    from safetensors.torch import save_file
+    save_file(tensors, str(tmp_path / "missing.safetensors"))
+    err = case("missing", {"config.json": config,
+                           "model.safetensors": (tmp_path / "missing.safetensors").read_bytes()})
+    assert "model.norm.weight" in err
+    # The wrong mechanism for the weights: the config says softmax, the file has gates.
+    cfg = json.loads(config)
+    cfg["subq"]["layers"] = [{"mechanism": "softmax"}]
+    assert "g_proj" in case("unknown", {"config.json": json.dumps(cfg),
+                                        "model.safetensors": weights})
+    cfg["subq"]["layers"] = [{"mechanism": "linear", "gate": "sometimes"}]
+    assert "gate" in case("bad_option", {"config.json": json.dumps(cfg),
+                                         "model.safetensors": weights})
+
+
+def test_info(tmp_path):
+    d = byte_level_student(tmp_path, MECHANISMS["mixed_with_lora"])
+    r = subq("info", "--model", d, "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert [l["mechanism"] for l in info["layers"]] == [
+        "softmax", "linear", "hybrid", "short_conv", "mamba2"]
+    # Only the softmax layer grows: K and V, 2 kv heads of 16 dims, fp32.
+    assert info["cache_bytes_per_token"] == 2 * 2 * 16 * 4
+    assert info["fixed_state_bytes_per_sequence"] > 0
+    total = sum(v.numel() for v in load_file(str(d / "model.safetensors")).values())
+    assert info["parameters"] == total
+    text = subq("info", "--model", d)
+    assert text.returncode == 0 and b"mamba2" in text.stdout
+
+
+def test_all_linear_decode_memory_is_constant(tmp_path):
+    d = byte_level_student(tmp_path, [{"mechanism": "linear", "gate": "scalar"}] * 2)
+    info = json.loads(subq("info", "--model", d, "--json").stdout)
+    assert info["cache_bytes_per_token"] == 0
+    stats = {}
+    for n in (1024, 32768):
+        prompt = tmp_path / f"prompt{n}.txt"
+        prompt.write_bytes(bytes(32 + (i * 7) % 90 for i in range(n - 1)))  # + BOS = n tokens
+        r = subq("generate", "--model", d, "--prompt-file", prompt, "--max-new-tokens", 16,
+                 "--temperature", 0, "--ignore-eos", "--stats")
+        assert r.returncode == 0, r.stderr
+        line = r.stderr.decode().strip().splitlines()[-1]
+        assert f"prompt {n} tokens" in line, line
+        stats[n] = line
+    cache = {n: s.split("cache ")[1].split(";")[0] for n, s in stats.items()}
+    assert cache[1024] == cache[32768], stats
+    rss = {n: float(s.split("rss ")[1].split(" MiB")[0]) for n, s in stats.items()}
+    # The 32K prompt itself (file, bytes, ids) adds well under 2 MiB; states do not grow.
+    assert rss[32768] < rss[1024] * 1.1 + 8, stats

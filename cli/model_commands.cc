@@ -1,0 +1,181 @@
+#include "cli/model_commands.h"
+
+#include <sys/resource.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "model/decoder.h"
+#include "model/generate.h"
+#include "model/tokenizer.h"
+#include "subq/error.h"
+
+namespace subq::cli {
+namespace {
+
+double peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+double current_rss_mib() {
+  std::ifstream f("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  f >> pages_total >> pages_resident;
+  return static_cast<double>(pages_resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) /
+         (1024.0 * 1024.0);
+}
+
+std::string mib(size_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+}  // namespace
+
+CLI::App* add_generate_command(CLI::App& app, GenerateConfig& c) {
+  CLI::App* g = app.add_subcommand(
+      "generate", "Generate text from a model directory (config.json + safetensors + tokenizer)");
+  g->add_option("--model", c.model, "Model directory")->required();
+  auto* prompt = g->add_option("--prompt", c.prompt, "Prompt text");
+  auto* prompt_file = g->add_option("--prompt-file", c.prompt_file, "Read the prompt from a file");
+  prompt->excludes(prompt_file);
+  g->callback([prompt, prompt_file] {
+    if (prompt->count() + prompt_file->count() == 0)
+      throw CLI::RequiredError("--prompt or --prompt-file");
+  });
+  g->add_option("--max-new-tokens", c.max_new_tokens, "Tokens to generate")->capture_default_str();
+  g->add_option("--temperature", c.temperature, "Sampling temperature; 0 is greedy")
+      ->capture_default_str();
+  g->add_option("--top-k", c.top_k, "Keep the k most likely tokens; 0 keeps all")
+      ->capture_default_str();
+  g->add_option("--top-p", c.top_p, "Keep the smallest set reaching this probability")
+      ->capture_default_str();
+  g->add_option("--seed", c.seed, "Sampling seed (same seed, same text)")->capture_default_str();
+  g->add_option("--prefill-chunk", c.prefill_chunk, "Prompt tokens per forward")
+      ->capture_default_str();
+  g->add_flag("--stats", c.stats, "Print timings, cache bytes and memory to stderr at the end");
+  g->add_flag("--ignore-eos", c.ignore_eos, "Do not stop at the end-of-sequence token");
+  return g;
+}
+
+CLI::App* add_info_command(CLI::App& app, InfoConfig& c) {
+  CLI::App* i = app.add_subcommand(
+      "info", "Print a model's layers, mechanisms, parameter count and cache sizes");
+  i->add_option("--model", c.model, "Model directory")->required();
+  i->add_flag("--json", c.json, "JSON output");
+  return i;
+}
+
+int run_generate(const GenerateConfig& c) {
+  model::SamplingOptions sampling{c.temperature, c.top_k, c.top_p, c.seed};
+  model::validate_sampling(sampling);  // before the (slow) load
+  model::DecoderModel m = model::load_model(c.model);
+  const auto tok = model::load_tokenizer(c.model);
+  SUBQ_CHECK(tok->vocab_size() <= m->config().vocab_size, c.model, ": the tokenizer has ",
+             tok->vocab_size(), " ids but the model only ", m->config().vocab_size);
+  std::string prompt_text = c.prompt;
+  if (!c.prompt_file.empty()) {
+    std::ifstream f(c.prompt_file, std::ios::binary);
+    SUBQ_CHECK(f, c.prompt_file, ": cannot open the prompt file");
+    prompt_text.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  const std::vector<int32_t> ids32 = tok->encode(prompt_text, /*add_special_tokens=*/true);
+  model::GenerateOptions opt;
+  opt.max_new_tokens = c.max_new_tokens;
+  opt.prefill_chunk = c.prefill_chunk;
+  opt.sampling = sampling;
+  opt.sample_vocab = tok->vocab_size();
+  if (!c.ignore_eos) {
+    opt.stop_ids = m->config().eos_token_ids;
+    if (opt.stop_ids.empty() && tok->eos_id()) opt.stop_ids.push_back(*tok->eos_id());
+  }
+  model::TokenStreamer streamer(*tok);
+  if (c.prompt_file.empty()) std::fputs(prompt_text.c_str(), stdout);  // a file is not echoed
+  std::fflush(stdout);
+  const auto st = model::generate(*m, {ids32.begin(), ids32.end()}, opt, [&](int64_t id) {
+    const std::string text = streamer.put(static_cast<int32_t>(id));
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+  });
+  const std::string rest = streamer.finish();
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::fputc('\n', stdout);
+  if (c.stats) {
+    std::fprintf(stderr,
+                 "prompt %lld tokens, prefill %.3f s (%.1f tok/s); %lld new tokens, decode %.3f s "
+                 "(%.1f tok/s); cache %s; rss %.1f MiB, peak rss %.1f MiB\n",
+                 static_cast<long long>(st.prompt_tokens), st.prefill_seconds,
+                 st.prompt_tokens / std::max(st.prefill_seconds, 1e-9),
+                 static_cast<long long>(st.new_tokens), st.decode_seconds,
+                 st.new_tokens / std::max(st.decode_seconds, 1e-9), mib(st.cache_bytes).c_str(),
+                 current_rss_mib(), peak_rss_mib());
+  }
+  return 0;
+}
+
+int run_info(const InfoConfig& c) {
+  model::DecoderModel m = model::load_model(c.model);
+  const auto& cfg = m->config();
+  const auto cost = m->cache_cost();
+  std::map<std::string, int64_t> groups;
+  for (const auto& p : m->named_parameters())
+    groups[model::DecoderModelImpl::parameter_group(p.key())] += p.value().numel();
+  nlohmann::json layers = nlohmann::json::array();
+  for (size_t i = 0; i < m->mixer_specs().size(); ++i) {
+    const auto spec = model::to_layer_spec(m->mixer_specs()[i]);
+    layers.push_back({{"layer", i}, {"mechanism", spec.mechanism}, {"options", spec.options}});
+  }
+  if (c.json) {
+    nlohmann::json j = {{"model", c.model},
+                        {"hidden_size", cfg.hidden_size},
+                        {"num_hidden_layers", cfg.num_hidden_layers},
+                        {"num_attention_heads", cfg.num_attention_heads},
+                        {"num_key_value_heads", cfg.num_key_value_heads},
+                        {"head_dim", cfg.head_dim},
+                        {"vocab_size", cfg.vocab_size},
+                        {"parameters", m->num_parameters()},
+                        {"parameter_groups", groups},
+                        {"layers", layers},
+                        {"cache_bytes_per_token", cost.bytes_per_token},
+                        {"fixed_state_bytes_per_sequence", cost.fixed_bytes}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf(
+      "model %s: hidden %lld, %lld layers, %lld heads (%lld kv, head dim %lld), "
+      "vocab %lld, rope_theta %g%s\n",
+      c.model.c_str(), static_cast<long long>(cfg.hidden_size),
+      static_cast<long long>(cfg.num_hidden_layers),
+      static_cast<long long>(cfg.num_attention_heads),
+      static_cast<long long>(cfg.num_key_value_heads), static_cast<long long>(cfg.head_dim),
+      static_cast<long long>(cfg.vocab_size), cfg.rope_theta,
+      cfg.tie_word_embeddings ? ", tied embeddings" : "");
+  std::printf("layers:\n");
+  for (const auto& l : layers)
+    std::printf("  %3d  %-10s %s\n", l["layer"].get<int>(),
+                l["mechanism"].get<std::string>().c_str(), l["options"].dump().c_str());
+  std::printf("parameters: %lld (", static_cast<long long>(m->num_parameters()));
+  bool first = true;
+  for (const auto& [g, n] : groups) {
+    std::printf("%s%s %lld", first ? "" : ", ", g.c_str(), static_cast<long long>(n));
+    first = false;
+  }
+  std::printf(")\n");
+  std::printf(
+      "cache per sequence: %lld bytes per token (KV of softmax layers) + %lld fixed "
+      "bytes (states, rings)\n",
+      static_cast<long long>(cost.bytes_per_token), static_cast<long long>(cost.fixed_bytes));
+  for (int64_t ctx : {1024, 32768, 131072})
+    std::printf("  at %6lld tokens: %s\n", static_cast<long long>(ctx),
+                mib(cost.fixed_bytes + cost.bytes_per_token * static_cast<size_t>(ctx)).c_str());
+  return 0;
+}
+
+}  // namespace subq::cli
