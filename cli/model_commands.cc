@@ -62,6 +62,10 @@ CLI::App* add_generate_command(CLI::App& app, GenerateConfig& c) {
       ->capture_default_str();
   g->add_flag("--stats", c.stats, "Print timings, cache bytes and memory to stderr at the end");
   g->add_flag("--ignore-eos", c.ignore_eos, "Do not stop at the end-of-sequence token");
+  g->add_option("--torch-threads", c.torch_threads,
+                "Threads of libtorch's own ops (projections, MLP); subq's ops use SUBQ_NUM_THREADS")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   return g;
 }
 
@@ -76,6 +80,10 @@ CLI::App* add_info_command(CLI::App& app, InfoConfig& c) {
 int run_generate(const GenerateConfig& c) {
   model::SamplingOptions sampling{c.temperature, c.top_k, c.top_p, c.seed};
   model::validate_sampling(sampling);  // before the (slow) load
+  // libtorch's OpenMP threads spin after each op and take cores from subq's pool, which runs
+  // the attention ops in between: on the 2-core dev machine decode ran 10x slower with both
+  // pools at 2 threads than with torch at 1 (docs/model.md has the measurement).
+  at::set_num_threads(c.torch_threads);
   model::DecoderModel m = model::load_model(c.model);
   const auto tok = model::load_tokenizer(c.model);
   SUBQ_CHECK(tok->vocab_size() <= m->config().vocab_size, c.model, ": the tokenizer has ",

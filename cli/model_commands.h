@@ -20,6 +20,7 @@ struct GenerateConfig {
   int64_t prefill_chunk = 256;
   bool stats = false;
   bool ignore_eos = false;
+  int torch_threads = 1;
 };
 
 struct InfoConfig {

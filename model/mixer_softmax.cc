@@ -49,9 +49,20 @@ class SoftmaxMixer : public MixerImpl {
       SUBQ_CHECK(!kv.ring || left + T <= kv.k.size(1), "softmax attention: a chunk of ", T,
                  " tokens does not fit the ring of ", kv.k.size(1), " with a window of ",
                  spec_.window);
-      out = std::get<0>(torch_ops::flash_attention_decode(
-          q.contiguous(), kv.k, kv.v, kv.seqlens, k.contiguous(), v.contiguous(), std::nullopt,
-          true, left, left >= 0 ? 0 : -1, 0., std::nullopt, kv.ring, 0));
+      if (T > 1 && !kv.ring) {
+        // A prefill chunk: append it, then run the forward kernel over the cache so far
+        // (causal is bottom-right, so the chunk's queries see exactly the right keys). The
+        // forward's tiles beat the decode kernel's, which is built for one or a few queries.
+        kv.k.narrow(1, kv.seen, T).copy_(k);
+        kv.v.narrow(1, kv.seen, T).copy_(v);
+        out = std::get<0>(torch_ops::flash_attention(q.contiguous(), kv.k.narrow(1, 0, kv.seen + T),
+                                                     kv.v.narrow(1, 0, kv.seen + T), std::nullopt,
+                                                     true, left, left >= 0 ? 0 : -1));
+      } else {
+        out = std::get<0>(torch_ops::flash_attention_decode(
+            q.contiguous(), kv.k, kv.v, kv.seqlens, k.contiguous(), v.contiguous(), std::nullopt,
+            true, left, left >= 0 ? 0 : -1, 0., std::nullopt, kv.ring, 0));
+      }
       kv.seqlens += T;
       kv.seen += T;
     }
