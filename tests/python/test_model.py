@@ -288,3 +288,34 @@ def test_all_linear_decode_memory_is_constant(tmp_path):
     rss = {n: float(s.split("rss ")[1].split(" MiB")[0]) for n, s in stats.items()}
     # The 32K prompt itself (file, bytes, ids) adds well under 2 MiB; states do not grow.
     assert rss[32768] < rss[1024] * 1.1 + 8, stats
+
+
+def test_greedy_generate_matches_transformers_with_a_bpe_tokenizer(tmp_path):
+    """End to end: a tokenizer.json (trained with PyPI tokenizers) and a random LlamaForCausalLM;
+    `subq generate --temperature 0` must print what transformers' greedy generate decodes to."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["the quick brown fox jumps over the lazy dog " * 3,
+              "linear attention keeps a fixed state while softmax attention keeps every key",
+              "Once upon a time, in 1984, there were 3 little pigs."] * 20
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    model = random_llama(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=128,
+                         vocab_size=tok.get_vocab_size(), eos_token_id=None, bos_token_id=None)
+    d = tmp_path / "m"
+    model.save_pretrained(d)
+    tok.save(str(d / "tokenizer.json"))
+    prompt = "Once upon a time"
+    ids = torch.tensor([tok.encode(prompt).ids])
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=20, do_sample=False, min_new_tokens=20,
+                             pad_token_id=0)
+    want = tok.decode(out[0].tolist())
+    r = subq("generate", "--model", d, "--prompt", prompt, "--max-new-tokens", 20,
+             "--temperature", 0, "--ignore-eos")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == want + "\n"
