@@ -18,6 +18,16 @@ std::shared_ptr<MixerImpl> make_mamba2_mixer(const MixerSpec& spec, const LlamaC
 void attach_mixer_lora(const MixerSpec& spec,
                        std::initializer_list<std::pair<const char*, Projection*>> projections);
 
+// The teacher's attention projections, kept by every mixer that starts from them (softmax,
+// linear, hybrid): q_proj [H * hd, hidden], k_proj and v_proj [Hkv * hd, hidden],
+// o_proj [hidden, H * hd], registered on `owner` under LlamaForCausalLM's names, with LoRA as
+// the spec says.
+struct AttentionProjections {
+  Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+};
+AttentionProjections register_attention_projections(torch::nn::Module& owner, const MixerSpec& spec,
+                                                    const LlamaConfig& config);
+
 // [B, T, Hkv, d] -> [B, T, Hkv * groups, d]: kv head j serves query heads j * groups ... (GQA).
 at::Tensor repeat_kv(const at::Tensor& x, int64_t groups);
 

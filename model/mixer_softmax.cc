@@ -23,12 +23,11 @@ class SoftmaxMixer : public MixerImpl {
  public:
   SoftmaxMixer(const MixerSpec& spec, const LlamaConfig& c)
       : MixerImpl(spec), H_(c.num_attention_heads), Hkv_(c.num_key_value_heads), hd_(c.head_dim) {
-    q_proj = register_module("q_proj", Projection(c.hidden_size, H_ * hd_));
-    k_proj = register_module("k_proj", Projection(c.hidden_size, Hkv_ * hd_));
-    v_proj = register_module("v_proj", Projection(c.hidden_size, Hkv_ * hd_));
-    o_proj = register_module("o_proj", Projection(H_ * hd_, c.hidden_size));
-    attach_mixer_lora(
-        spec, {{"q_proj", &q_proj}, {"k_proj", &k_proj}, {"v_proj", &v_proj}, {"o_proj", &o_proj}});
+    auto p = register_attention_projections(*this, spec, c);
+    q_proj = p.q_proj;
+    k_proj = p.k_proj;
+    v_proj = p.v_proj;
+    o_proj = p.o_proj;
   }
 
   at::Tensor forward(const at::Tensor& x, const MixerContext& ctx, LayerCache* cache) override {

@@ -32,6 +32,20 @@ void attach_mixer_lora(const MixerSpec& spec,
   }
 }
 
+AttentionProjections register_attention_projections(torch::nn::Module& owner, const MixerSpec& spec,
+                                                    const LlamaConfig& c) {
+  const int64_t H = c.num_attention_heads, Hkv = c.num_key_value_heads, hd = c.head_dim;
+  AttentionProjections p;
+  p.q_proj = owner.register_module("q_proj", Projection(c.hidden_size, H * hd));
+  p.k_proj = owner.register_module("k_proj", Projection(c.hidden_size, Hkv * hd));
+  p.v_proj = owner.register_module("v_proj", Projection(c.hidden_size, Hkv * hd));
+  p.o_proj = owner.register_module("o_proj", Projection(H * hd, c.hidden_size));
+  attach_mixer_lora(
+      spec,
+      {{"q_proj", &p.q_proj}, {"k_proj", &p.k_proj}, {"v_proj", &p.v_proj}, {"o_proj", &p.o_proj}});
+  return p;
+}
+
 at::Tensor repeat_kv(const at::Tensor& x, int64_t groups) {
   if (groups == 1) return x;
   return x.repeat_interleave(groups, /*dim=*/2);

@@ -1,10 +1,11 @@
 // The linear + sliding-window hybrid as torch ops: subq::hybrid_attention (differentiable in q,
 // k, the feature maps fq and fk, v, window_factor, g and the meta tokens) and its raw forward
-// and backward. Decode goes through subq::HybridCache in C++ (subq/hybrid.h).
+// and backward; decode through torch.classes.subq.HybridCache (prefill, then one step a token).
 //
 //   q, k [B, T, H, d], fq, fk [B, T, H, f], v [B, T, H, dv]  ->  out [B, T, H, dv]
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
+#include <torch/custom_class.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -168,6 +169,63 @@ at::Tensor hybrid_attention(const at::Tensor& q, const at::Tensor& k, const at::
                             const std::optional<at::Tensor>& meta_v, int64_t chunk_size) {
   return HybridAttentionFunction::apply(q, k, fq, fk, v, window_factor, g, meta_k, meta_v, window,
                                         scale, chunk_size)[0];
+}
+
+namespace {
+
+// Decode for Python: subq::HybridCache as a torch class (torch.classes.subq.HybridCache), since
+// the cache is a ring with a position per sequence rather than one tensor.
+struct HybridCacheHolder : torch::CustomClassHolder {
+  HybridCacheHolder(int64_t B, int64_t H, int64_t d, int64_t f, int64_t dv, int64_t window)
+      : cache(HybridCache::create(B, H, d, f, dv, window)) {}
+  HybridCache cache;
+};
+
+HybridOptions step_options(const char* op, const at::Tensor& window_factor,
+                           std::optional<double> scale, int64_t chunk_size,
+                           const HybridCache& cache) {
+  return core_options(op, window_factor, cache.window, nan_if_absent(scale), std::nullopt,
+                      std::nullopt, std::nullopt, chunk_size);
+}
+
+void hybrid_cache_prefill_method(const c10::intrusive_ptr<HybridCacheHolder>& self,
+                                 const at::Tensor& k, const at::Tensor& fk, const at::Tensor& v,
+                                 const std::optional<at::Tensor>& g,
+                                 const at::Tensor& window_factor, std::optional<double> scale,
+                                 int64_t chunk_size) {
+  constexpr const char* op = "subq.HybridCache.prefill";
+  subq::hybrid_cache_prefill(to_view(k, op, "k"), to_view(fk, op, "fk"), to_view(v, op, "v"),
+                             to_view(g, op, "g"), self->cache,
+                             step_options(op, window_factor, scale, chunk_size, self->cache));
+}
+
+at::Tensor hybrid_cache_step_method(const c10::intrusive_ptr<HybridCacheHolder>& self,
+                                    const at::Tensor& q, const at::Tensor& k, const at::Tensor& fq,
+                                    const at::Tensor& fk, const at::Tensor& v,
+                                    const std::optional<at::Tensor>& g,
+                                    const at::Tensor& window_factor, std::optional<double> scale,
+                                    int64_t chunk_size) {
+  constexpr const char* op = "subq.HybridCache.step";
+  const TensorView vv = to_view(v, op, "v");
+  at::Tensor out = empty_like_shape(v, v.scalar_type());
+  subq::hybrid_attention_step(to_view(q, op, "q"), to_view(k, op, "k"), to_view(fq, op, "fq"),
+                              to_view(fk, op, "fk"), vv, to_view(g, op, "g"), self->cache,
+                              to_view(out, op, "out"),
+                              step_options(op, window_factor, scale, chunk_size, self->cache));
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(subq, m) {
+  m.class_<HybridCacheHolder>("HybridCache")
+      .def(torch::init<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>())
+      .def("nbytes",
+           [](const c10::intrusive_ptr<HybridCacheHolder>& self) {
+             return static_cast<int64_t>(self->cache.nbytes());
+           })
+      .def("prefill", &hybrid_cache_prefill_method)
+      .def("step", &hybrid_cache_step_method);
 }
 
 TORCH_LIBRARY_FRAGMENT(subq, m) {

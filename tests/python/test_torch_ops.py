@@ -197,6 +197,22 @@ def test_hybrid_attention_autograd_matches_raw_backward():
         assert torch.equal(got.grad, want)
 
 
+def test_hybrid_cache_decode_matches_forward():
+    B, T, H, d, f, w, P = 2, 30, 2, 8, 8, 6, 11
+    q, k, v = (torch.randn(B, T, H, d) for _ in range(3))
+    fq, fk = torch.rand(B, T, H, f), torch.rand(B, T, H, f)
+    g = -torch.rand(B, T, H) * 0.2
+    wf = torch.randn(H)
+    full = ops.hybrid_attention(q, k, fq, fk, v, wf, window=w, g=g)
+    cache = torch.classes.subq.HybridCache(B, H, d, f, d, w)
+    cache.prefill(k[:, :P], fk[:, :P], v[:, :P], g[:, :P], wf, None, 64)
+    for t in range(P, T):
+        s = slice(t, t + 1)
+        out = cache.step(q[:, s], k[:, s], fq[:, s], fk[:, s], v[:, s], g[:, s], wf, None, 64)
+        assert rel_err(out, full[:, s]) < 1e-5, t
+    assert cache.nbytes() > 0
+
+
 def test_errors_are_clear():
     q = torch.randn(1, 8, 2, 16)
     with pytest.raises(RuntimeError, match=r"subq::flash_attention: q: expected dtype"):
