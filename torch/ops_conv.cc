@@ -68,10 +68,6 @@ std::vector<at::Tensor> backward_impl(const char* op, const at::Tensor& x, const
   return {dx, dw, db, dh0};
 }
 
-std::optional<at::Tensor> opt_tensor(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
-
 class ShortConvFunction : public torch::autograd::Function<ShortConvFunction> {
  public:
   static torch::autograd::variable_list forward(
@@ -94,13 +90,12 @@ class ShortConvFunction : public torch::autograd::Function<ShortConvFunction> {
                                                  torch::autograd::variable_list grads) {
     constexpr const char* op = "subq::short_conv";
     const auto s = ctx->get_saved_variables();
-    const auto bias = opt_tensor(s[2]), h0 = opt_tensor(s[3]), cu = opt_tensor(s[4]);
-    const at::Tensor dht = grads[1].defined() && grads[1].numel() > 0 ? grads[1] : at::Tensor();
+    const auto bias = saved_optional(s[2]), h0 = saved_optional(s[3]), cu = saved_optional(s[4]);
+    const at::Tensor dht = undefined_if_absent(grads[1]);
     auto g = backward_impl(op, s[0], s[1], grad_or_zeros(grads[0], s[0]), dht,
                            core_options(op, bias, h0, ctx->saved_data["silu"].toBool(), cu), bias,
                            h0, {wants_grad(s[1]), wants_grad(s[2]), wants_grad(s[3])});
-    for (auto& t : g)
-      if (!present(t)) t = at::Tensor();
+    for (auto& t : g) t = undefined_if_absent(t);
     return {g[0], g[1], g[2], g[3], {}, {}, {}};
   }
 };

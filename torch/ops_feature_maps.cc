@@ -92,19 +92,17 @@ class FeatureMapFunction : public torch::autograd::Function<FeatureMapFunction> 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    auto opt_t = [](const at::Tensor& t) {
-      return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-    };
     auto& d = ctx->saved_data;
     const std::string map = d["map"].toStringRef();
-    const auto opt = core_options("subq::feature_map", map, opt_t(saved[1]), opt_t(saved[2]),
-                                  d["query"].toBool(), d["max_len"].toInt(), d["dpfp_nu"].toInt(),
-                                  opt_t(saved[3]));
+    const auto opt = core_options(
+        "subq::feature_map", map, saved_optional(saved[1]), saved_optional(saved[2]),
+        d["query"].toBool(), d["max_len"].toInt(), d["dpfp_nu"].toInt(), saved_optional(saved[3]));
     at::Tensor dout = grads[0];
     if (!dout.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), {}, {}};
-    auto [dx, dw, db] = backward_impl("subq::feature_map", saved[0], dout, opt, opt_t(saved[1]),
-                                      opt_t(saved[2]), wants_grad(saved[1]), wants_grad(saved[2]));
-    return {dx, present(dw) ? dw : at::Tensor(), present(db) ? db : at::Tensor(), {}, {}};
+    auto [dx, dw, db] =
+        backward_impl("subq::feature_map", saved[0], dout, opt, saved_optional(saved[1]),
+                      saved_optional(saved[2]), wants_grad(saved[1]), wants_grad(saved[2]));
+    return {dx, undefined_if_absent(dw), undefined_if_absent(db), {}, {}};
   }
 };
 

@@ -108,16 +108,13 @@ class FlashAttentionFunction : public torch::autograd::Function<FlashAttentionFu
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
-    auto opt_tensor = [](const at::Tensor& t) {
-      return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-    };
     const c10::IValue scale = ctx->saved_data["softmax_scale"];
     auto [dq, dk, dv] = flash_attention_backward(
         q, k, v, out, lse, grad_or_zeros(grads[0], out),
         scale.isNone() ? std::nullopt : std::optional<double>(scale.toDouble()),
         ctx->saved_data["causal"].toBool(), ctx->saved_data["window_left"].toInt(),
         ctx->saved_data["window_right"].toInt(), ctx->saved_data["softcap"].toDouble(),
-        opt_tensor(saved[5]), opt_tensor(saved[6]), opt_tensor(saved[7]));
+        saved_optional(saved[5]), saved_optional(saved[6]), saved_optional(saved[7]));
     // One gradient per forward input: q, k, v, then none for the options.
     return {dq, dk, dv, {}, {}, {}, {}, {}, {}, {}, {}};
   }

@@ -83,10 +83,6 @@ std::vector<at::Tensor> backward_impl(const char* op, const std::vector<at::Tens
   return d;
 }
 
-std::optional<at::Tensor> opt_tensor(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
-
 class HybridAttentionFunction : public torch::autograd::Function<HybridAttentionFunction> {
  public:
   static torch::autograd::variable_list forward(
@@ -112,14 +108,13 @@ class HybridAttentionFunction : public torch::autograd::Function<HybridAttention
     constexpr const char* op = "subq::hybrid_attention";
     const auto s = ctx->get_saved_variables();
     auto& d = ctx->saved_data;
-    const auto g = opt_tensor(s[6]), mk = opt_tensor(s[7]), mv = opt_tensor(s[8]);
+    const auto g = saved_optional(s[6]), mk = saved_optional(s[7]), mv = saved_optional(s[8]);
     const auto opt = core_options(op, s[5], d["window"].toInt(), d["scale"].toDouble(), g, mk, mv,
                                   d["chunk_size"].toInt());
     auto out = backward_impl(
         op, {s[0], s[1], s[2], s[3], s[4]}, grad_or_zeros(grads[0], s[4]), opt, s[5], g, mk, mv,
         {wants_grad(s[5]), wants_grad(s[6]), wants_grad(s[7]), wants_grad(s[8])});
-    for (auto& t : out)
-      if (!present(t)) t = at::Tensor();
+    for (auto& t : out) t = undefined_if_absent(t);
     out.insert(out.end(), {at::Tensor(), at::Tensor(), at::Tensor()});  // window, scale, chunk
     return out;
   }

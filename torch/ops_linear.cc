@@ -129,10 +129,6 @@ std::vector<at::Tensor> backward_impl(const char* op, const at::Tensor& q, const
   return {dq, dk, dv, extra[0], extra[1], extra[2], extra[3], extra[4], extra[5]};
 }
 
-std::optional<at::Tensor> opt_tensor(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
-
 class LinearAttentionFunction : public torch::autograd::Function<LinearAttentionFunction> {
  public:
   static torch::autograd::variable_list forward(
@@ -174,18 +170,17 @@ class LinearAttentionFunction : public torch::autograd::Function<LinearAttention
     s.mode = d["mode"].toStringRef();
     s.chunk_size = d["chunk_size"].toInt();
     s.state_v_first = d["state_v_first"].toBool();
-    s.cu_seqlens = opt_tensor(d["cu_seqlens"].toTensor());
-    const LinearInputs in{opt_tensor(saved[3]), opt_tensor(saved[4]), opt_tensor(saved[5]),
-                          opt_tensor(saved[6]), opt_tensor(saved[7]), opt_tensor(saved[8])};
+    s.cu_seqlens = saved_optional(d["cu_seqlens"].toTensor());
+    const LinearInputs in{saved_optional(saved[3]), saved_optional(saved[4]),
+                          saved_optional(saved[5]), saved_optional(saved[6]),
+                          saved_optional(saved[7]), saved_optional(saved[8])};
     std::array<bool, 6> want;
     for (int i = 0; i < 6; ++i) want[i] = wants_grad(saved[3 + i]);
-    const at::Tensor dht = grads[1].defined() && grads[1].numel() > 0 ? grads[1] : at::Tensor();
-    const at::Tensor dzt = grads[2].defined() && grads[2].numel() > 0 ? grads[2] : at::Tensor();
+    const at::Tensor dht = undefined_if_absent(grads[1]), dzt = undefined_if_absent(grads[2]);
     auto g = backward_impl("subq::linear_attention", saved[0], saved[1], saved[2],
                            grad_or_zeros(grads[0], saved[2]), dht, dzt, in, s, want);
-    for (auto& t : g)
-      if (!present(t)) t = at::Tensor();  // no gradient for an absent input
-    g.push_back(at::Tensor());            // the scalars
+    for (auto& t : g) t = undefined_if_absent(t);  // no gradient for an absent input
+    g.push_back(at::Tensor());                     // the scalars
     return g;
   }
 };

@@ -41,6 +41,18 @@ inline bool present(const at::Tensor& t) {
 at::Tensor grad_or_zeros(const at::Tensor& grad, const at::Tensor& like);
 at::Tensor contiguous_or_undefined(const at::Tensor& t);
 
+// The way back from save_for_backward, which stores an absent optional input as an undefined
+// tensor.
+inline std::optional<at::Tensor> saved_optional(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+// Undefined for an absent() stand-in (or an undefined tensor): what autograd expects of a
+// gradient that does not exist, in both directions (an unused output's incoming gradient, the
+// gradient of an input that was not given).
+inline at::Tensor undefined_if_absent(const at::Tensor& t) {
+  return present(t) ? t : at::Tensor();
+}
+
 // Whether the backward should compute the gradient of a saved optional input. (Not
 // ctx->needs_input_grad: its index counts only the inputs that were given, so it shifts with
 // every absent optional tensor.)
