@@ -46,6 +46,13 @@ void check_same_dtype(const char* where, const char* name, const TensorView& t,
                  concat("dtype ", dtype_name(q.dtype()), " (same as q)"), dtype_name(t.dtype()));
 }
 
+void check_attention_inputs(const char* where, std::initializer_list<NamedInput> inputs,
+                            bool allow_f64) {
+  for (const auto& [name, t] : inputs) check_input(where, name, *t, 4, allow_f64);
+  const TensorView& q = *inputs.begin()->second;
+  for (const auto& [name, t] : inputs) check_same_dtype(where, name, *t, q);
+}
+
 std::vector<int64_t> read_cu_seqlens(const char* where, const char* name, const TensorView& t,
                                      int64_t rows) {
   SUBQ_CHECK_ARG(t.rank() == 1, where, name, "a rank-1 tensor", t.describe());

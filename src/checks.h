@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "subq/tensor.h"
@@ -28,6 +30,11 @@ void check_state(const char* where, const char* name, const TensorView& t,
                  const std::vector<int64_t>& shape, bool allow_f64);
 void check_same_dtype(const char* where, const char* name, const TensorView& t,
                       const TensorView& q);
+// The [B, T, H, D] inputs of an attention op: each checked by check_input (rank 4), and all of
+// q's dtype. The first entry is q.
+using NamedInput = std::pair<const char*, const TensorView*>;
+void check_attention_inputs(const char* where, std::initializer_list<NamedInput> inputs,
+                            bool allow_f64 = false);
 // int32/int64 [N + 1] offsets starting at 0, non-decreasing, at most `rows`.
 std::vector<int64_t> read_cu_seqlens(const char* where, const char* name, const TensorView& t,
                                      int64_t rows);

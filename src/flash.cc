@@ -71,11 +71,7 @@ std::vector<float> read_alibi(const char* where, const TensorView& s, int64_t ns
 FlashArgs make_args(const char* where, const TensorView& q, const TensorView& k,
                     const TensorView& v, const FlashOptions& opt) {
   const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
-  check_input(where, "q", q, 4, f64);
-  check_input(where, "k", k, 4, f64);
-  check_input(where, "v", v, 4, f64);
-  check_same_dtype(where, "k", k, q);
-  check_same_dtype(where, "v", v, q);
+  check_attention_inputs(where, {{"q", &q}, {"k", &k}, {"v", &v}}, f64);
   FlashArgs a;
   a.q = q;
   a.k = k;
@@ -175,11 +171,7 @@ void flash_attention_decode(const TensorView& q, const TensorView& k_cache,
                             const TensorView& k_new, const TensorView& v_new, const TensorView& out,
                             const TensorView& lse, const FlashDecodeOptions& opt) {
   const char* where = "flash_attention_decode";
-  check_input(where, "q", q, 4);
-  check_input(where, "k_cache", k_cache, 4);
-  check_input(where, "v_cache", v_cache, 4);
-  check_same_dtype(where, "k_cache", k_cache, q);
-  check_same_dtype(where, "v_cache", v_cache, q);
+  check_attention_inputs(where, {{"q", &q}, {"k_cache", &k_cache}, {"v_cache", &v_cache}});
   SUBQ_CHECK_ARG(!opt.cu_seqlens_q.defined() && !opt.cu_seqlens_k.defined(), where, "cu_seqlens",
                  "none (decode takes a padded batch and cache_seqlens)", "given");
   FlashDecodeArgs a;

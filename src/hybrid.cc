@@ -31,13 +31,7 @@ HybridArgs make_args(const char* where, const TensorView& q, const TensorView& k
                      const TensorView& fq, const TensorView& fk, const TensorView& v,
                      const HybridOptions& opt) {
   const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
-  check_input(where, "q", q, 4, f64);
-  check_input(where, "k", k, 4, f64);
-  check_input(where, "fq", fq, 4, f64);
-  check_input(where, "fk", fk, 4, f64);
-  check_input(where, "v", v, 4, f64);
-  for (auto [t, name] : {std::pair{&k, "k"}, {&fq, "fq"}, {&fk, "fk"}, {&v, "v"}})
-    check_same_dtype(where, name, *t, q);
+  check_attention_inputs(where, {{"q", &q}, {"k", &k}, {"fq", &fq}, {"fk", &fk}, {"v", &v}}, f64);
   HybridArgs a;
   a.q = q;
   a.k = k;

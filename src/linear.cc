@@ -52,11 +52,7 @@ void check_gate(const char* where, const char* name, const TensorView& t,
 LinearArgs make_args(const char* where, const TensorView& q, const TensorView& k,
                      const TensorView& v, const LinearAttentionOptions& opt) {
   const bool f64 = resolve_impl(opt.impl) == Impl::kRef;
-  check_input(where, "q", q, 4, f64);
-  check_input(where, "k", k, 4, f64);
-  check_input(where, "v", v, 4, f64);
-  check_same_dtype(where, "k", k, q);
-  check_same_dtype(where, "v", v, q);
+  check_attention_inputs(where, {{"q", &q}, {"k", &k}, {"v", &v}}, f64);
   LinearArgs a;
   a.q = q;
   a.k = k;
