@@ -9,9 +9,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "formats/tokenizer.h"
 #include "model/decoder.h"
 #include "model/generate.h"
-#include "model/tokenizer.h"
 #include "subq/error.h"
 
 namespace subq::cli {
@@ -85,7 +85,7 @@ int run_generate(const GenerateConfig& c) {
   // pools at 2 threads than with torch at 1 (docs/model.md has the measurement).
   at::set_num_threads(c.torch_threads);
   model::DecoderModel m = model::load_model(c.model);
-  const auto tok = model::load_tokenizer(c.model);
+  const auto tok = formats::load_tokenizer(c.model);
   SUBQ_CHECK(tok->vocab_size() <= m->config().vocab_size, c.model, ": the tokenizer has ",
              tok->vocab_size(), " ids but the model only ", m->config().vocab_size);
   std::string prompt_text = c.prompt;
@@ -104,7 +104,7 @@ int run_generate(const GenerateConfig& c) {
     opt.stop_ids = m->config().eos_token_ids;
     if (opt.stop_ids.empty() && tok->eos_id()) opt.stop_ids.push_back(*tok->eos_id());
   }
-  model::TokenStreamer streamer(*tok);
+  formats::TokenStreamer streamer(*tok);
   if (c.prompt_file.empty()) std::fputs(prompt_text.c_str(), stdout);  // a file is not echoed
   std::fflush(stdout);
   const auto st = model::generate(*m, {ids32.begin(), ids32.end()}, opt, [&](int64_t id) {

@@ -145,10 +145,10 @@ void DecoderModelImpl::set_trainable(const std::string& group, bool trainable) {
 }
 
 void load_weights(DecoderModelImpl& model, const CheckpointTensors& checkpoint) {
-  validate_checkpoint_tensors(checkpoint, model.expected_tensors());
+  formats::validate_checkpoint_tensors(checkpoint, model.expected_tensors());
   torch::NoGradGuard no_grad;
   for (auto& p : model.named_parameters()) {
-    const CheckpointTensor& src = checkpoint.at(p.key());
+    const formats::CheckpointTensor& src = checkpoint.at(p.key());
     const Tensor f32 = src.to_f32();
     at::Tensor dst = p.value();
     SUBQ_CHECK(dst.is_contiguous() && dst.numel() * sizeof(float) == f32.view().nbytes(),
@@ -158,7 +158,7 @@ void load_weights(DecoderModelImpl& model, const CheckpointTensors& checkpoint) 
 }
 
 DecoderModel load_model(const std::filesystem::path& dir) {
-  const Checkpoint ck = load_checkpoint(dir);
+  const formats::Checkpoint ck = formats::load_checkpoint(dir);
   DecoderModel model(ck.config);
   load_weights(*model, ck);
   model->eval();
@@ -167,16 +167,16 @@ DecoderModel load_model(const std::filesystem::path& dir) {
 
 void save_model(const DecoderModelImpl& model, const std::filesystem::path& dir, DType dtype,
                 uint64_t max_shard_bytes) {
-  std::vector<TensorToSave> tensors;
+  std::vector<formats::TensorToSave> tensors;
   std::vector<at::Tensor> keep;  // contiguous copies, alive until written
   for (const auto& p : model.named_parameters()) {
     keep.push_back(p.value().detach().contiguous());
     tensors.push_back({p.key(), DType::kF32, keep.back().sizes().vec(), keep.back().data_ptr()});
   }
-  CheckpointSaveOptions opt;
+  formats::CheckpointSaveOptions opt;
   opt.dtype = dtype;
   opt.max_shard_bytes = max_shard_bytes;
-  save_checkpoint(dir, model.config_to_save(), tensors, opt);
+  formats::save_checkpoint(dir, model.config_to_save(), tensors, opt);
 }
 
 }  // namespace subq::model

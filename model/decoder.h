@@ -20,13 +20,16 @@
 #include <string>
 #include <vector>
 
-#include "model/checkpoint.h"
-#include "model/hf_config.h"
+#include "formats/checkpoint.h"
+#include "formats/hf_config.h"
 #include "model/mechanism.h"
 #include "model/mixers.h"
 #include "model/modules.h"
 
 namespace subq::model {
+
+using formats::CheckpointTensors;
+using formats::ExpectedTensors;
 
 class DecoderLayerImpl : public torch::nn::Module {
  public:

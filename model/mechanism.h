@@ -12,9 +12,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/hf_config.h"
+#include "formats/hf_config.h"
 
 namespace subq::model {
+
+// The config types come from formats/ (torch-free); the model uses them unqualified.
+using formats::LayerSpec;
+using formats::LlamaConfig;
 
 enum class MixerKind { kSoftmax, kLinear, kHybrid, kShortConv, kMamba2 };
 

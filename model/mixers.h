@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "model/hf_config.h"
+#include "formats/hf_config.h"
 #include "model/mechanism.h"
 #include "model/modules.h"
 

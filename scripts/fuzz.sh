@@ -3,10 +3,10 @@
 #
 #   scripts/fuzz.sh [seconds]     each fuzzer runs this long (default 60); non-zero exit on a crash
 #
-# Builds only the two fuzz targets (and what they link: subq_base and subq_checkpoint, not the
+# Builds only the two fuzz targets (and what they link: subq_base and subq_formats, not the
 # kernels) with clang in build-fuzz/, seeds each corpus with a few valid files, and keeps the
 # corpus between runs. A crash leaves its input in build-fuzz/artifacts/; reproduce it with
-#   build-fuzz/model/fuzz_safetensors build-fuzz/artifacts/crash-...
+#   build-fuzz/formats/fuzz_safetensors build-fuzz/artifacts/crash-...
 set -euo pipefail
 seconds=${1:-60}
 cd "$(dirname "$0")/.."
@@ -93,7 +93,7 @@ DICT
 status=0
 for target in safetensors hf_config; do
   echo "fuzz_$target: $seconds s"
-  "$build/model/fuzz_$target" "$corpus/$target" -dict="$dict" -max_total_time="$seconds" \
+  "$build/formats/fuzz_$target" "$corpus/$target" -dict="$dict" -max_total_time="$seconds" \
     -timeout=10 -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 \
     -artifact_prefix="$build/artifacts/${target}_" 2>&1 |
     grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY|Test unit written|^==" ||

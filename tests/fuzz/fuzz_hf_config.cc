@@ -8,12 +8,12 @@
 #include <string>
 #include <string_view>
 
-#include "model/checkpoint.h"
-#include "model/hf_config.h"
+#include "formats/checkpoint.h"
+#include "formats/hf_config.h"
 #include "subq/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace subq::model;
+  using namespace subq::formats;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   LlamaConfig config;
   try {

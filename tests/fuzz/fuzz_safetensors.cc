@@ -8,12 +8,12 @@
 #include <cstring>
 #include <vector>
 
-#include "model/safetensors.h"
+#include "formats/safetensors.h"
 #include "subq/error.h"
 
 namespace {
 
-using namespace subq::model;
+using namespace subq::formats;
 
 void check(bool ok) {
   if (!ok) __builtin_trap();

@@ -17,12 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "formats/safetensors.h"
 #include "model/decoder.h"
-#include "model/safetensors.h"
 #include "subq/error.h"
 
 using namespace subq;
 using namespace subq::model;
+using namespace subq::formats;
 
 namespace {
 
@@ -34,7 +35,7 @@ nlohmann::json read_json(const std::string& path) {
 
 int init(const std::string& config_path, const std::string& out, uint64_t seed) {
   torch::manual_seed(seed);
-  const LlamaConfig config = load_llama_config(config_path);
+  const LlamaConfig config = formats::load_llama_config(config_path);
   DecoderModel model(config);
   torch::NoGradGuard no_grad;
   for (auto& p : model->named_parameters()) {

@@ -1,0 +1,18 @@
+// SentencePiece tokenizer.model files (BPE and unigram), through libsentencepiece: the model
+// format is a protobuf with its own normalizer rules, and the library is the reference
+// implementation of both, so nothing is re-implemented here.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "formats/tokenizer.h"
+
+namespace subq::formats {
+
+// encode(text, true) puts the model's BOS first (as Llama's tokenizers do) when it has one;
+// decode(ids, false) writes control tokens (BOS, EOS, ...) as their piece text, which the
+// library's decode drops.
+std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path& model_file);
+
+}  // namespace subq::formats
