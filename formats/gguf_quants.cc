@@ -232,7 +232,7 @@ std::optional<GgmlTypeTraits> ggml_type_traits(uint32_t type) {
     case 8:
       return GgmlTypeTraits{"Q8_0", 32, 34, true};
     case 9:
-      return GgmlTypeTraits{"Q8_1", 32, 36, false};
+      return GgmlTypeTraits{"Q8_1", 32, 40, false};
     case 10:
       return GgmlTypeTraits{"Q2_K", kQK, 84, true};
     case 11:
@@ -281,6 +281,10 @@ std::optional<GgmlTypeTraits> ggml_type_traits(uint32_t type) {
       return GgmlTypeTraits{"TQ2_0", kQK, 66, false};
     case 39:
       return GgmlTypeTraits{"MXFP4", 32, 17, false};
+    case 40:
+      return GgmlTypeTraits{"NVFP4", 64, 36, false};
+    case 41:
+      return GgmlTypeTraits{"Q1_0", 128, 18, false};
     default:
       return std::nullopt;
   }

