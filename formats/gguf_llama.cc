@@ -42,9 +42,10 @@ const std::map<std::string, std::string>& global_names() {
   return m;
 }
 
-LlamaConfig llama_config_from_metadata(const GgufFile& file) {
-  const GgufMetadata md = file.metadata();
-  const std::string src = file.path().string();
+}  // namespace
+
+LlamaConfig gguf_llama_config(const GgufHeader& header, const std::string& src) {
+  const GgufMetadata md(header, src);
   const std::string arch = md.string("general.architecture");
   // Mistral files say "llama" too (llama.cpp converts them as such).
   SUBQ_CHECK(arch == "llama", src, ": general.architecture: \"", arch,
@@ -86,12 +87,12 @@ LlamaConfig llama_config_from_metadata(const GgufFile& file) {
   // The vocabulary: llama.vocab_size, else the tokenizer's, else the embedding's rows.
   if (md.has(key("vocab_size"))) {
     c.vocab_size = size(key("vocab_size"), std::nullopt);
-  } else if (const GgufTensorInfo* e = file.header().find("token_embd.weight")) {
+  } else if (const GgufTensorInfo* e = header.find("token_embd.weight")) {
     c.vocab_size = e->dims.size() == 2 ? e->dims[1] : 0;
   }
   SUBQ_CHECK(c.vocab_size > 0 && c.vocab_size < (int64_t{1} << 31), src,
              ": no vocabulary size (llama.vocab_size, or a 2-D token_embd.weight)");
-  c.tie_word_embeddings = file.header().find("output.weight") == nullptr;
+  c.tie_word_embeddings = header.find("output.weight") == nullptr;
   if (md.has("tokenizer.ggml.bos_token_id"))
     c.bos_token_id = md.integer("tokenizer.ggml.bos_token_id");
   if (md.has("tokenizer.ggml.eos_token_id"))
@@ -104,6 +105,8 @@ LlamaConfig llama_config_from_metadata(const GgufFile& file) {
   validate_llama_config(c, src);
   return c;
 }
+
+namespace {
 
 // The tokenizer.json pre_tokenizer for llama.cpp's tokenizer.ggml.pre names. The split regexes
 // are those transformers uses for these names; "smollm" first isolates every digit, as
@@ -175,7 +178,7 @@ Checkpoint load_gguf_checkpoint(const fs::path& path) {
   const std::string src = path.string();
   Checkpoint c;
   c.dir = path;
-  c.config = llama_config_from_metadata(*file);
+  c.config = gguf_llama_config(file->header(), src);
   static const std::regex block(R"(blk\.(\d{1,9})\.(.+))");
   for (const GgufTensorInfo& t : file->header().tensors) {
     std::string name;
@@ -206,8 +209,11 @@ Checkpoint load_gguf_checkpoint(const fs::path& path) {
 
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const fs::path& path) {
   const auto file = GgufFile::open(path);
-  const GgufMetadata md = file->metadata();
-  const std::string src = path.string();
+  return gguf_tokenizer(file->header(), path.string());
+}
+
+std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufHeader& header, const std::string& src) {
+  const GgufMetadata md(header, src);
   const std::string model = md.string("tokenizer.ggml.model");
   SUBQ_CHECK(model == "gpt2", src, ": tokenizer.ggml.model: \"", model,
              "\" is not supported yet (supported: gpt2, byte-level BPE)");

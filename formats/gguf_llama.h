@@ -32,6 +32,11 @@ Checkpoint load_gguf_checkpoint(const std::filesystem::path& file);
 // the split regex of its tokenizer.ggml.pre). Other models are an error naming them.
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::filesystem::path& file);
 
+// The same from a parsed header (what the loaders above and the fuzz target use); errors start
+// with `source`.
+LlamaConfig gguf_llama_config(const GgufHeader& header, const std::string& source);
+std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufHeader& header, const std::string& source);
+
 // Rows of t ([heads · head_dim, cols], f32) from llama.cpp's rotary order back to transformers'.
 void gguf_unpermute_rope_rows(Tensor& t, int64_t heads);
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Fuzzes the checkpoint parsers (safetensors files, config.json) with libFuzzer, ASan and UBSan.
+# Fuzzes the checkpoint parsers (safetensors files, config.json, GGUF files) with libFuzzer, ASan and UBSan.
 #
 #   scripts/fuzz.sh [seconds]     each fuzzer runs this long (default 60); non-zero exit on a crash
 #
-# Builds only the two fuzz targets (and what they link: subq_base and subq_formats, not the
+# Builds only the fuzz targets (and what they link: subq_base and subq_formats, not the
 # kernels) with clang in build-fuzz/, seeds each corpus with a few valid files, and keeps the
 # corpus between runs. A crash leaves its input in build-fuzz/artifacts/; reproduce it with
 #   build-fuzz/formats/fuzz_safetensors build-fuzz/artifacts/crash-...
@@ -14,10 +14,10 @@ build=build-fuzz
 
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSUBQ_FUZZ=ON -DSUBQ_BUILD_TESTS=OFF >/dev/null
-cmake --build "$build" -j2 --target fuzz_safetensors fuzz_hf_config
+cmake --build "$build" -j2 --target fuzz_safetensors fuzz_hf_config fuzz_gguf
 
 corpus=$build/corpus
-mkdir -p "$corpus/safetensors" "$corpus/hf_config" "$build/artifacts"
+mkdir -p "$corpus/safetensors" "$corpus/hf_config" "$corpus/gguf" "$build/artifacts"
 
 # A safetensors file: the 8-byte little-endian header length, the header, then the data.
 safetensors_seed() {  # name header data_bytes
@@ -49,7 +49,10 @@ cat >"$corpus/hf_config/seed_subq.json" <<'JSON'
    {"mechanism": "linear", "options": {"normalize": true}}]}}
 JSON
 
-# Tokens of both formats, so mutations produce plausible keys and values.
+# GGUF seeds from PyPI's gguf writer (the project virtualenv, scripts/setup.sh).
+.venv/bin/python tests/fuzz/gguf_seeds.py "$corpus/gguf"
+
+# Tokens of the formats, so mutations produce plausible keys and values.
 dict=$build/checkpoint.dict
 cat >"$dict" <<'DICT'
 "\"dtype\""
@@ -78,6 +81,18 @@ cat >"$dict" <<'DICT'
 "\"tie_word_embeddings\""
 "\"eos_token_id\""
 "\"subq\""
+"GGUF"
+"general.architecture"
+"general.alignment"
+"llama.block_count"
+"llama.embedding_length"
+"llama.attention.head_count"
+"tokenizer.ggml.model"
+"tokenizer.ggml.tokens"
+"tokenizer.ggml.merges"
+"tokenizer.ggml.pre"
+"gpt2"
+"smollm"
 "\"layers\""
 "\"mechanism\""
 "\"version\""
@@ -91,7 +106,7 @@ cat >"$dict" <<'DICT'
 DICT
 
 status=0
-for target in safetensors hf_config; do
+for target in safetensors hf_config gguf; do
   echo "fuzz_$target: $seconds s"
   "$build/formats/fuzz_$target" "$corpus/$target" -dict="$dict" -max_total_time="$seconds" \
     -timeout=10 -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 \
