@@ -78,7 +78,8 @@ struct ExpectedTensor {
 };
 using ExpectedTensors = std::map<std::string, ExpectedTensor>;
 
-// The tensors of transformers' LlamaForCausalLM for this config. With tied embeddings
+// The tensors of transformers' LlamaForCausalLM (or the family's class: biases, q/k norms) for
+// this config. With tied embeddings
 // save_pretrained leaves lm_head.weight out (it is the embedding); transformers still loads a
 // file that has it, so it is optional then (see llama_lm_head_is_tied).
 ExpectedTensors llama_expected_tensors(const LlamaConfig& config);
@@ -91,8 +92,10 @@ bool llama_lm_head_is_tied(const CheckpointTensors& checkpoint, const LlamaConfi
 
 // Throws one subq::Error listing every missing tensor, unknown tensor, shape mismatch and
 // non-float dtype, each with the file it was found in.
+// With allow_unknown, tensors that `expected` does not name are not problems (a check of a
+// subset).
 void validate_checkpoint_tensors(const CheckpointTensors& checkpoint,
-                                 const ExpectedTensors& expected);
+                                 const ExpectedTensors& expected, bool allow_unknown = false);
 
 struct CheckpointSaveOptions {
   // Storage dtype of float tensors: f32, bf16 or f16.

@@ -74,36 +74,129 @@ class FieldReader {
   std::string_view source_;
 };
 
+// The parameters of a scaled rope_type (linear, llama3, yarn), with transformers' defaults.
+void parse_rope_scaling(const FieldReader& f, const std::string& type, RopeParameters& rp) {
+  if (!f.has("factor")) f.fail_msg("factor", "missing (required for rope_type " + type + ")");
+  rp.factor = f.positive_number("factor", 1.0);
+  rp.original_max_position_embeddings =
+      f.size("original_max_position_embeddings", false).value_or(0);
+  if (type == "llama3") {
+    for (const char* k :
+         {"low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+      if (!f.has(k)) f.fail_msg(k, "missing (required for rope_type llama3)");
+    rp.low_freq_factor = f.positive_number("low_freq_factor", 1.0);
+    rp.high_freq_factor = f.positive_number("high_freq_factor", 4.0);
+    if (!(rp.high_freq_factor > rp.low_freq_factor))
+      f.fail_msg("high_freq_factor", "must be above low_freq_factor");
+  } else if (type == "yarn") {
+    rp.beta_fast = f.positive_number("beta_fast", 32.0);
+    rp.beta_slow = f.positive_number("beta_slow", 1.0);
+    if (f.has("attention_factor")) rp.attention_factor = f.positive_number("attention_factor", 1);
+    if (f.has("mscale")) rp.mscale = f.positive_number("mscale", 1);
+    if (f.has("mscale_all_dim")) rp.mscale_all_dim = f.positive_number("mscale_all_dim", 1);
+    rp.truncate = f.boolean("truncate", true);
+  }
+}
+
 // transformers 5 writes "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0};
-// earlier versions "rope_theta" and "rope_scaling": null. Only plain RoPE is supported: the
-// scaled variants (linear, dynamic, yarn, llama3, ...) change the frequencies.
-double parse_rope_theta(const FieldReader& r, std::string_view source) {
-  double theta = r.positive_number("rope_theta", 10000.0);
+// earlier versions "rope_theta" and "rope_scaling" (null, or the scaling parameters). The types
+// subq implements are default, linear, llama3 and yarn, each with exactly the fields
+// transformers reads for it; any other type or field is an error naming it, never ignored.
+void parse_rope(const FieldReader& r, LlamaConfig& c, std::string_view source) {
+  c.rope_theta = r.positive_number("rope_theta", 10000.0);
+  const char* found = nullptr;
   for (const char* key : {"rope_parameters", "rope_scaling"}) {
     if (!r.has(key)) continue;
     const json& p = r.at(key);
     if (!p.is_object()) r.fail(key, "an object or null", p);
-    // The type first: "rope_scaling": {"rope_type": "linear", "factor": 2} is about linear
-    // scaling, not about an unknown field.
-    for (const char* type_key : {"rope_type", "type"})
-      if (p.contains(type_key) && p[type_key] != "default")
-        throw Error(detail::concat(source, ": ", key, ": unsupported rope_type ",
-                                   json_excerpt(p[type_key]),
-                                   " (subq implements only \"default\" RoPE, without scaling)"));
-    for (const auto& [name, value] : p.items())
-      if (name != "rope_type" && name != "type" && name != "rope_theta")
-        throw Error(detail::concat(source, ": ", key, ": unsupported field '", name,
-                                   "' (subq implements only \"default\" RoPE, without scaling)"));
-    if (p.contains("rope_theta")) {
-      const double t =
-          FieldReader(p, detail::concat(source, ": ", key)).positive_number("rope_theta", 0);
-      if (r.has("rope_theta") && t != theta)
-        throw Error(detail::concat(source, ": ", key, ".rope_theta ", t,
-                                   " disagrees with rope_theta ", theta));
-      theta = t;
+    // Both present (a file may keep rope_scaling for older readers): they must say the same.
+    const RopeParameters first = c.rope;
+    const bool second = found != nullptr;
+    found = key;
+    const std::string where = detail::concat(source, ": ", key);
+    const FieldReader f(p, where);
+    std::string type = "default";
+    for (const char* type_key : {"rope_type", "type"}) {
+      if (!p.contains(type_key)) continue;
+      if (!p[type_key].is_string()) f.fail(type_key, "a string", p[type_key]);
+      type = p[type_key].get<std::string>();
     }
+    std::set<std::string> allowed = {"rope_type", "type", "rope_theta"};
+    if (type == "linear") {
+      allowed.insert("factor");
+    } else if (type == "llama3") {
+      allowed.insert(
+          {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"});
+    } else if (type == "yarn") {
+      allowed.insert({"factor", "original_max_position_embeddings", "attention_factor", "beta_fast",
+                      "beta_slow", "mscale", "mscale_all_dim", "truncate"});
+    } else if (type != "default") {
+      throw Error(detail::concat(where, ": unsupported rope_type \"", type,
+                                 "\" (subq implements default, linear, llama3 and yarn)"));
+    }
+    for (const auto& [name, value] : p.items())
+      if (!allowed.count(name) && !value.is_null())
+        throw Error(
+            detail::concat(where, ": unsupported field '", name, "' for rope_type \"", type, "\""));
+    if (p.contains("rope_theta") && !p["rope_theta"].is_null()) {
+      const double t = f.positive_number("rope_theta", 0);
+      if (r.has("rope_theta") && t != c.rope_theta)
+        throw Error(
+            detail::concat(where, ".rope_theta ", t, " disagrees with rope_theta ", c.rope_theta));
+      c.rope_theta = t;
+    }
+    RopeParameters& rp = c.rope;
+    rp = RopeParameters{};
+    rp.type = type;
+    if (type != "default") parse_rope_scaling(f, type, rp);
+    if (second && !(rp == first))
+      throw Error(detail::concat(where, ": disagrees with rope_parameters"));
   }
-  return theta;
+}
+
+// The family's fields: biases, q/k norms and sliding windows, each checked against what that
+// family's transformers class reads (a Mistral with mlp_bias would not load there either).
+void parse_family(const FieldReader& r, LlamaConfig& c) {
+  const std::string& t = c.model_type;
+  const bool llama = t == "llama", qwen2 = t == "qwen2", qwen3 = t == "qwen3";
+  const bool attention_bias = r.boolean("attention_bias", false);
+  if (attention_bias && !(llama || qwen3))
+    r.fail_msg("attention_bias", "true is not supported for model_type " + t);
+  c.attention_qkv_bias = attention_bias || qwen2;  // Qwen2 always has q, k, v biases
+  c.attention_o_bias = attention_bias;
+  c.mlp_bias = r.boolean("mlp_bias", false);
+  if (c.mlp_bias && !llama) r.fail_msg("mlp_bias", "true is not supported for model_type " + t);
+  c.qk_norm = qwen3;
+
+  // Sliding windows. Mistral: sliding_window (or null) applies to every layer. Qwen2/3:
+  // only with use_sliding_window, on the layers layer_types marks "sliding_attention" (else
+  // those from max_window_layers on), as their configs' __post_init__ decides.
+  std::optional<int64_t> window;
+  if (t == "mistral") {
+    window = r.size("sliding_window", false);
+  } else if (qwen2 || qwen3) {
+    if (r.boolean("use_sliding_window", false)) window = r.size("sliding_window", true);
+  } else if (r.has("sliding_window")) {
+    r.fail_msg("sliding_window", "not supported for model_type llama");
+  }
+  c.attention_windows.assign(static_cast<size_t>(c.num_hidden_layers), 0);
+  if (r.has("layer_types")) {
+    const json& lt = r.at("layer_types");
+    if (!lt.is_array() || static_cast<int64_t>(lt.size()) != c.num_hidden_layers)
+      r.fail("layer_types", detail::concat("an array of ", c.num_hidden_layers, " layer types"),
+             lt);
+    for (size_t i = 0; i < lt.size(); ++i) {
+      if (lt[i] == "full_attention") continue;
+      if (lt[i] != "sliding_attention")
+        r.fail(detail::concat("layer_types[", i, "]"),
+               "\"full_attention\" or \"sliding_attention\"", lt[i]);
+      // transformers gives such a layer no window when the config has none.
+      if (window) c.attention_windows[i] = *window;
+    }
+  } else if (window) {
+    const int64_t first = (qwen2 || qwen3) ? r.size("max_window_layers", false).value_or(28) : 0;
+    for (int64_t i = first; i < c.num_hidden_layers; ++i) c.attention_windows[i] = *window;
+  }
 }
 
 std::vector<LayerSpec> parse_subq_section(const FieldReader& r, int64_t num_layers,
@@ -167,6 +260,8 @@ void validate_llama_config(const LlamaConfig& c, std::string_view source) {
   };
   positive("hidden_size", c.hidden_size);
   positive("num_hidden_layers", c.num_hidden_layers);
+  SUBQ_CHECK(c.num_hidden_layers <= kMaxLayers, source, ": num_hidden_layers: expected at most ",
+             kMaxLayers, ", got ", c.num_hidden_layers);
   positive("num_attention_heads", c.num_attention_heads);
   positive("num_key_value_heads", c.num_key_value_heads);
   positive("head_dim", c.head_dim);
@@ -192,6 +287,26 @@ void validate_llama_config(const LlamaConfig& c, std::string_view source) {
                "]: options must be a JSON object");
   }
   SUBQ_CHECK(c.fields.is_object(), source, ": fields must be a JSON object");
+  SUBQ_CHECK(std::find(std::begin(kModelTypes), std::end(kModelTypes), c.model_type) !=
+                 std::end(kModelTypes),
+             source, ": model_type: expected llama, mistral, qwen2 or qwen3, got \"", c.model_type,
+             "\"");
+  SUBQ_CHECK(c.attention_windows.empty() ||
+                 static_cast<int64_t>(c.attention_windows.size()) == c.num_hidden_layers,
+             source, ": expected one attention window per layer (", c.num_hidden_layers, "), got ",
+             c.attention_windows.size());
+  for (int64_t w : c.attention_windows)
+    SUBQ_CHECK(w >= 0 && w < kMaxSize, source, ": sliding_window: expected 0 to 2^31, got ", w);
+  const RopeParameters& rp = c.rope;
+  SUBQ_CHECK(
+      rp.type == "default" || rp.type == "linear" || rp.type == "llama3" || rp.type == "yarn",
+      source, ": rope_type: expected default, linear, llama3 or yarn, got \"", rp.type, "\"");
+  SUBQ_CHECK(std::isfinite(rp.factor) && rp.factor > 0, source,
+             ": rope factor: expected a positive finite number, got ", rp.factor);
+  SUBQ_CHECK(
+      rp.original_max_position_embeddings >= 0 && rp.original_max_position_embeddings < kMaxSize,
+      source, ": original_max_position_embeddings: expected 0 to 2^31, got ",
+      rp.original_max_position_embeddings);
 }
 
 LlamaConfig parse_llama_config(std::string_view json_text, std::string_view source) {
@@ -201,16 +316,21 @@ LlamaConfig parse_llama_config(std::string_view json_text, std::string_view sour
   LlamaConfig c;
   c.fields = root;
 
-  if (r.has("model_type") && r.at("model_type") != "llama")
-    r.fail("model_type", "\"llama\" (or absent)", r.at("model_type"));
+  if (r.has("model_type")) {
+    const json& mt = r.at("model_type");
+    if (!mt.is_string() || std::find(std::begin(kModelTypes), std::end(kModelTypes),
+                                     mt.get<std::string>()) == std::end(kModelTypes))
+      r.fail("model_type", "\"llama\", \"mistral\", \"qwen2\" or \"qwen3\" (or absent)", mt);
+    c.model_type = mt.get<std::string>();
+  }
   if (r.has("hidden_act") && r.at("hidden_act") != "silu")
     r.fail("hidden_act", "\"silu\" (the SwiGLU MLP of LLaMA)", r.at("hidden_act"));
-  for (const char* bias : {"attention_bias", "mlp_bias"})
-    if (r.boolean(bias, false))
-      r.fail_msg(bias, "true is not supported (LLaMA's projections have no bias)");
 
   c.hidden_size = *r.size("hidden_size", true);
   c.num_hidden_layers = *r.size("num_hidden_layers", true);
+  // Before anything is sized by it (per-layer vectors here, tensors in the model).
+  if (c.num_hidden_layers > kMaxLayers)
+    r.fail("num_hidden_layers", detail::concat("at most ", kMaxLayers), r.at("num_hidden_layers"));
   c.num_attention_heads = *r.size("num_attention_heads", true);
   c.num_key_value_heads = r.size("num_key_value_heads", false).value_or(c.num_attention_heads);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
@@ -230,7 +350,8 @@ LlamaConfig parse_llama_config(std::string_view json_text, std::string_view sour
   c.vocab_size = *r.size("vocab_size", true);
   c.max_position_embeddings = r.size("max_position_embeddings", false).value_or(2048);
   c.rms_norm_eps = r.positive_number("rms_norm_eps", 1e-6);
-  c.rope_theta = parse_rope_theta(r, source);
+  parse_rope(r, c, source);
+  parse_family(r, c);
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
 
   if (r.has("bos_token_id")) c.bos_token_id = r.token_id("bos_token_id", r.at("bos_token_id"));
@@ -269,8 +390,15 @@ std::string llama_config_to_json(const LlamaConfig& c) {
   validate_llama_config(c, "config");
   json j = c.fields;
   // Fields transformers needs to recognise the file, when a config was built in code.
-  if (!j.contains("model_type")) j["model_type"] = "llama";
-  if (!j.contains("architectures")) j["architectures"] = json::array({"LlamaForCausalLM"});
+  if (!j.contains("model_type")) j["model_type"] = c.model_type;
+  if (!j.contains("architectures")) {
+    const std::string& t = c.model_type;
+    const char* arch = t == "mistral" ? "MistralForCausalLM"
+                       : t == "qwen2" ? "Qwen2ForCausalLM"
+                       : t == "qwen3" ? "Qwen3ForCausalLM"
+                                      : "LlamaForCausalLM";
+    j["architectures"] = json::array({arch});
+  }
   if (!j.contains("hidden_act")) j["hidden_act"] = "silu";
 
   j["hidden_size"] = c.hidden_size;

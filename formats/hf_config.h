@@ -28,6 +28,28 @@ struct LayerSpec {
   bool operator==(const LayerSpec&) const = default;
 };
 
+// Rotary embeddings: transformers' rope_parameters (rope_scaling before transformers 5) for the
+// types subq implements. The inverse frequencies follow modeling_rope_utils.py exactly.
+struct RopeParameters {
+  std::string type = "default";  // default | linear | llama3 | yarn
+  double factor = 1.0;           // linear, llama3, yarn
+  double low_freq_factor = 1.0;  // llama3
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 0;  // llama3, yarn (default: max_position_embeddings)
+  double beta_fast = 32.0;                       // yarn
+  double beta_slow = 1.0;
+  std::optional<double> attention_factor, mscale, mscale_all_dim;
+  bool truncate = true;
+  bool operator==(const RopeParameters&) const = default;
+};
+
+// The decoder families that load: LLaMA (Llama 2, 3.x), Mistral, Qwen2 (Qwen2.5) and Qwen3. They
+// differ only in the fields below, all of them off for plain LLaMA.
+inline constexpr std::string_view kModelTypes[] = {"llama", "mistral", "qwen2", "qwen3"};
+
+// More layers than this is a corrupt file (the deepest published decoders have a few hundred).
+inline constexpr int64_t kMaxLayers = 65536;
+
 struct LlamaConfig {
   int64_t hidden_size = 0;
   int64_t num_hidden_layers = 0;
@@ -38,6 +60,15 @@ struct LlamaConfig {
   int64_t vocab_size = 0;
   int64_t max_position_embeddings = 2048;  // transformers' LlamaConfig defaults
   double rope_theta = 10000.0;
+  RopeParameters rope;
+  std::string model_type = "llama";  // one of kModelTypes
+  bool attention_qkv_bias = false;   // q, k, v biases (llama, qwen3: attention_bias; qwen2: on)
+  bool attention_o_bias = false;     // o bias (llama, qwen3: attention_bias)
+  bool mlp_bias = false;             // gate, up, down biases (llama: mlp_bias)
+  bool qk_norm = false;              // qwen3: RMSNorm over each head of q and k, before RoPE
+  // One per layer, or empty: 0 = full causal attention, w = a sliding window of w keys (self
+  // included), from Mistral's sliding_window or Qwen's use_sliding_window + layer_types.
+  std::vector<int64_t> attention_windows;
   double rms_norm_eps = 1e-6;
   bool tie_word_embeddings = false;
   std::optional<int64_t> bos_token_id;

@@ -35,6 +35,9 @@ struct MixerSpec {
   // softmax: 0 = full causal attention; w > 0 = a sliding window of w keys (self included) with a
   // ring-buffer cache of w tokens. hybrid: the window of its softmax part.
   int64_t window = 0;
+  // softmax: the window config.json gives this layer (Mistral's sliding_window, Qwen's
+  // layer_types), used when `window` is 0. Not part of the subq section: the teacher's own.
+  int64_t config_window = 0;
   // linear, hybrid: the feature map applied to q and k (after RoPE, as LoLCATs), its size, and
   // whether RoPE is applied at all.
   std::string feature_map = "hedgehog";

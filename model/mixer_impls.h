@@ -20,10 +20,19 @@ void attach_mixer_lora(const MixerSpec& spec,
 
 // The teacher's attention projections, kept by every mixer that starts from them (softmax,
 // linear, hybrid): q_proj [H * hd, hidden], k_proj and v_proj [Hkv * hd, hidden],
-// o_proj [hidden, H * hd], registered on `owner` under LlamaForCausalLM's names, with LoRA as
-// the spec says.
+// o_proj [hidden, H * hd], with the biases of the config's family (Qwen2's q, k, v; LLaMA's
+// attention_bias), and Qwen3's q_norm and k_norm [hd]; registered on `owner` under the
+// transformers names, with LoRA as the spec says.
 struct AttentionProjections {
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};  // null unless config.qk_norm
+  int64_t H = 0, Hkv = 0, hd = 0;
+  // x [B, T, hidden] -> q [B, T, H, hd], k and v [B, T, Hkv, hd], before RoPE (q and k through
+  // their norms when there are any, as Qwen3 does).
+  struct Qkv {
+    at::Tensor q, k, v;
+  };
+  Qkv project(const at::Tensor& x);
 };
 AttentionProjections register_attention_projections(torch::nn::Module& owner, const MixerSpec& spec,
                                                     const LlamaConfig& config);

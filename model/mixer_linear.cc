@@ -70,11 +70,7 @@ class FeatureMixerBase : public MixerImpl {
         Hkv_(c.num_key_value_heads),
         hd_(c.head_dim),
         F_(feature_map_size(spec, c.head_dim)) {
-    auto p = register_attention_projections(*this, spec, c);
-    q_proj = p.q_proj;
-    k_proj = p.k_proj;
-    v_proj = p.v_proj;
-    o_proj = p.o_proj;
+    attn_ = register_attention_projections(*this, spec, c);
     feature_map_q =
         register_module("feature_map_q", FeatureMap(spec.feature_map, H_, hd_, spec.feature_dim));
     feature_map_k =
@@ -87,11 +83,11 @@ class FeatureMixerBase : public MixerImpl {
     at::Tensor q, k, v, fq, fk, g;  // g: [B, T, H] log decays, or undefined
   };
   Qkv project(const at::Tensor& x, const MixerContext& ctx) {
-    const int64_t B = x.size(0), T = x.size(1);
     Qkv r;
-    r.q = q_proj(x).view({B, T, H_, hd_});
-    r.k = k_proj(x).view({B, T, Hkv_, hd_});
-    r.v = repeat_kv(v_proj(x).view({B, T, Hkv_, hd_}), H_ / Hkv_).contiguous();
+    auto qkv = attn_.project(x);
+    r.q = qkv.q;
+    r.k = qkv.k;
+    r.v = repeat_kv(qkv.v, H_ / Hkv_).contiguous();
     if (spec_.rope) {
       r.q = apply_rope(r.q, *ctx.rope);
       r.k = apply_rope(r.k, *ctx.rope);
@@ -107,7 +103,7 @@ class FeatureMixerBase : public MixerImpl {
   int64_t H_, Hkv_, hd_, F_;
 
  public:
-  Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  AttentionProjections attn_;
   FeatureMap feature_map_q{nullptr}, feature_map_k{nullptr};
   Projection g_proj{nullptr};
 };
@@ -150,7 +146,7 @@ class LinearMixer : public FeatureMixerBase {
       st.state = state;
       if (st.z.defined()) st.z = z;
     }
-    return o_proj(out.reshape({B, T, H_ * hd_}));
+    return attn_.o_proj(out.reshape({B, T, H_ * hd_}));
   }
 
   std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t, int64_t) const override {
@@ -224,7 +220,7 @@ class HybridMixer : public FeatureMixerBase {
         }
       }
     }
-    return o_proj(out.reshape({B, T, H_ * hd_}));
+    return attn_.o_proj(out.reshape({B, T, H_ * hd_}));
   }
 
   std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t, int64_t) const override {

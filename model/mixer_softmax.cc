@@ -22,21 +22,21 @@ struct KvCache : LayerCache {
 class SoftmaxMixer : public MixerImpl {
  public:
   SoftmaxMixer(const MixerSpec& spec, const LlamaConfig& c)
-      : MixerImpl(spec), H_(c.num_attention_heads), Hkv_(c.num_key_value_heads), hd_(c.head_dim) {
-    auto p = register_attention_projections(*this, spec, c);
-    q_proj = p.q_proj;
-    k_proj = p.k_proj;
-    v_proj = p.v_proj;
-    o_proj = p.o_proj;
+      : MixerImpl(spec),
+        H_(c.num_attention_heads),
+        hd_(c.head_dim),
+        window_(spec.window > 0 ? spec.window : spec.config_window) {
+    attn_ = register_attention_projections(*this, spec, c);
   }
 
   at::Tensor forward(const at::Tensor& x, const MixerContext& ctx, LayerCache* cache) override {
     const int64_t B = x.size(0), T = x.size(1);
-    const at::Tensor q = apply_rope(q_proj(x).view({B, T, H_, hd_}), *ctx.rope);
-    const at::Tensor k = apply_rope(k_proj(x).view({B, T, Hkv_, hd_}), *ctx.rope);
-    const at::Tensor v = v_proj(x).view({B, T, Hkv_, hd_});
+    const auto qkv = attn_.project(x);
+    const at::Tensor q = apply_rope(qkv.q, *ctx.rope);
+    const at::Tensor k = apply_rope(qkv.k, *ctx.rope);
+    const at::Tensor& v = qkv.v;
     // A sliding window of w keys, self included: (w - 1, 0) in FlashAttention's terms.
-    const int64_t left = spec_.window > 0 ? spec_.window - 1 : -1;
+    const int64_t left = window_ > 0 ? window_ - 1 : -1;
     at::Tensor out;
     if (!cache) {
       out = std::get<0>(torch_ops::flash_attention(q.contiguous(), k.contiguous(), v.contiguous(),
@@ -46,8 +46,7 @@ class SoftmaxMixer : public MixerImpl {
       SUBQ_CHECK(kv.ring || kv.seen + T <= kv.k.size(1), "softmax attention: the KV cache holds ",
                  kv.k.size(1), " tokens; ", kv.seen, " + ", T, " do not fit (raise the capacity)");
       SUBQ_CHECK(!kv.ring || left + T <= kv.k.size(1), "softmax attention: a chunk of ", T,
-                 " tokens does not fit the ring of ", kv.k.size(1), " with a window of ",
-                 spec_.window);
+                 " tokens does not fit the ring of ", kv.k.size(1), " with a window of ", window_);
       if (T > 1 && !kv.ring) {
         // A prefill chunk: append it, then run the forward kernel over the cache so far
         // (causal is bottom-right, so the chunk's queries see exactly the right keys). The
@@ -65,32 +64,33 @@ class SoftmaxMixer : public MixerImpl {
       kv.seqlens += T;
       kv.seen += T;
     }
-    return o_proj(out.reshape({B, T, H_ * hd_}));
+    return attn_.o_proj(out.reshape({B, T, H_ * hd_}));
   }
 
   std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t capacity,
                                          int64_t max_chunk) const override {
     auto c = std::make_unique<KvCache>();
-    c->ring = spec_.window > 0;
+    c->ring = window_ > 0;
     // A ring must hold the window before the chunk plus the chunk itself.
-    const int64_t slots = c->ring ? std::min(capacity, spec_.window - 1 + max_chunk) : capacity;
-    c->k = torch::zeros({batch, slots, Hkv_, hd_});
-    c->v = torch::zeros({batch, slots, Hkv_, hd_});
+    const int64_t slots = c->ring ? std::min(capacity, window_ - 1 + max_chunk) : capacity;
+    c->k = torch::zeros({batch, slots, attn_.Hkv, hd_});
+    c->v = torch::zeros({batch, slots, attn_.Hkv, hd_});
     c->seqlens = torch::zeros({batch}, torch::kInt32);
     if (c->ring && slots == capacity) c->ring = false;  // the whole context fits: no wrap
     return c;
   }
 
   CacheCost cache_cost(int64_t max_chunk) const override {
-    const size_t per_token = 2 * static_cast<size_t>(Hkv_ * hd_) * sizeof(float);
-    if (spec_.window > 0) return {0, per_token * static_cast<size_t>(spec_.window - 1 + max_chunk)};
+    const size_t per_token = 2 * static_cast<size_t>(attn_.Hkv * hd_) * sizeof(float);
+    if (window_ > 0) return {0, per_token * static_cast<size_t>(window_ - 1 + max_chunk)};
     return {per_token, 0};
   }
 
-  Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  AttentionProjections attn_;
 
  private:
-  int64_t H_, Hkv_, hd_;
+  int64_t H_, hd_;
+  int64_t window_;  // 0: full causal; w: a sliding window of w keys
 };
 
 }  // namespace

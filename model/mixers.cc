@@ -36,14 +36,33 @@ AttentionProjections register_attention_projections(torch::nn::Module& owner, co
                                                     const LlamaConfig& c) {
   const int64_t H = c.num_attention_heads, Hkv = c.num_key_value_heads, hd = c.head_dim;
   AttentionProjections p;
-  p.q_proj = owner.register_module("q_proj", Projection(c.hidden_size, H * hd));
-  p.k_proj = owner.register_module("k_proj", Projection(c.hidden_size, Hkv * hd));
-  p.v_proj = owner.register_module("v_proj", Projection(c.hidden_size, Hkv * hd));
-  p.o_proj = owner.register_module("o_proj", Projection(H * hd, c.hidden_size));
+  p.H = H;
+  p.Hkv = Hkv;
+  p.hd = hd;
+  const bool qkv_bias = c.attention_qkv_bias;
+  p.q_proj = owner.register_module("q_proj", Projection(c.hidden_size, H * hd, qkv_bias));
+  p.k_proj = owner.register_module("k_proj", Projection(c.hidden_size, Hkv * hd, qkv_bias));
+  p.v_proj = owner.register_module("v_proj", Projection(c.hidden_size, Hkv * hd, qkv_bias));
+  p.o_proj = owner.register_module("o_proj", Projection(H * hd, c.hidden_size, c.attention_o_bias));
+  if (c.qk_norm) {
+    p.q_norm = owner.register_module("q_norm", RMSNorm(hd, c.rms_norm_eps));
+    p.k_norm = owner.register_module("k_norm", RMSNorm(hd, c.rms_norm_eps));
+  }
   attach_mixer_lora(
       spec,
       {{"q_proj", &p.q_proj}, {"k_proj", &p.k_proj}, {"v_proj", &p.v_proj}, {"o_proj", &p.o_proj}});
   return p;
+}
+
+AttentionProjections::Qkv AttentionProjections::project(const at::Tensor& x) {
+  const int64_t B = x.size(0), T = x.size(1);
+  Qkv r{q_proj(x).view({B, T, H, hd}), k_proj(x).view({B, T, Hkv, hd}),
+        v_proj(x).view({B, T, Hkv, hd})};
+  if (q_norm) {
+    r.q = q_norm(r.q);
+    r.k = k_norm(r.k);
+  }
+  return r;
 }
 
 at::Tensor repeat_kv(const at::Tensor& x, int64_t groups) {

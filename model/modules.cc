@@ -41,17 +41,77 @@ void ProjectionImpl::attach_lora(int64_t r, double alpha) {
   lora_scaling = alpha / static_cast<double>(r);
 }
 
-RopeTable make_rope_table(int64_t pos0, int64_t T, int64_t head_dim, double theta) {
+std::pair<at::Tensor, double> rope_inv_freq(const formats::LlamaConfig& c) {
+  const int64_t dim = c.head_dim;
+  const formats::RopeParameters& rp = c.rope;
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
+  // base^(2i / d) in float32, as every transformers rope function computes it.
   const at::Tensor exponent =
-      torch::arange(0, head_dim, 2, torch::TensorOptions().dtype(torch::kInt64))
-          .to(torch::kFloat32) /
-      static_cast<double>(head_dim);
-  const at::Tensor inv_freq = 1.0 / torch::pow(theta, exponent);
+      torch::arange(0, dim, 2, torch::TensorOptions().dtype(torch::kInt64)).to(torch::kFloat32) /
+      static_cast<double>(dim);
+  const at::Tensor pos_freqs = torch::pow(c.rope_theta, exponent);
+  at::Tensor inv_freq = 1.0 / pos_freqs;
+  const int64_t original = rp.original_max_position_embeddings > 0
+                               ? rp.original_max_position_embeddings
+                               : c.max_position_embeddings;
+  if (rp.type == "linear") return {inv_freq / rp.factor, 1.0};
+  if (rp.type == "llama3") {
+    // Wavelengths above original / low_freq_factor are divided by factor, those below
+    // original / high_freq_factor kept, and those between interpolated smoothly.
+    const double low_wavelen = static_cast<double>(original) / rp.low_freq_factor;
+    const double high_wavelen = static_cast<double>(original) / rp.high_freq_factor;
+    const at::Tensor wavelen = 2 * M_PI / inv_freq;
+    at::Tensor scaled = torch::where(wavelen > low_wavelen, inv_freq / rp.factor, inv_freq);
+    const at::Tensor smooth = (static_cast<double>(original) / wavelen - rp.low_freq_factor) /
+                              (rp.high_freq_factor - rp.low_freq_factor);
+    const at::Tensor smoothed = (1 - smooth) * scaled / rp.factor + smooth * scaled;
+    const at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    return {torch::where(medium, smoothed, scaled), 1.0};
+  }
+  if (rp.type == "yarn") {
+    const auto get_mscale = [](double scale, double mscale) {
+      return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+    };
+    double attention_factor;
+    if (rp.attention_factor) {
+      attention_factor = *rp.attention_factor;
+    } else if (rp.mscale && rp.mscale_all_dim) {
+      attention_factor =
+          get_mscale(rp.factor, *rp.mscale) / get_mscale(rp.factor, *rp.mscale_all_dim);
+    } else {
+      attention_factor = get_mscale(rp.factor, 1.0);
+    }
+    // The dims whose wavelength turns fewer than beta_slow (more than beta_fast) times over the
+    // original context are interpolated (extrapolated), with a linear ramp between.
+    const auto correction_dim = [&](double rotations) {
+      return (static_cast<double>(dim) *
+              std::log(static_cast<double>(original) / (rotations * 2 * M_PI))) /
+             (2 * std::log(c.rope_theta));
+    };
+    double low = correction_dim(rp.beta_fast), high = correction_dim(rp.beta_slow);
+    if (rp.truncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, static_cast<double>(dim - 1));
+    if (low == high) high += 0.001;  // no singularity
+    const at::Tensor ramp = ((torch::arange(dim / 2, f32) - low) / (high - low)).clamp(0, 1);
+    const at::Tensor extrapolation = 1 - ramp;
+    const at::Tensor interpolation = 1.0 / (rp.factor * pos_freqs);
+    return {interpolation * (1 - extrapolation) + inv_freq * extrapolation, attention_factor};
+  }
+  return {inv_freq, 1.0};
+}
+
+RopeTable make_rope_table(int64_t pos0, int64_t T, const formats::LlamaConfig& config) {
+  const auto [inv_freq, attention_factor] = rope_inv_freq(config);
   const at::Tensor pos = torch::arange(pos0, pos0 + T, torch::TensorOptions().dtype(torch::kInt64))
                              .to(torch::kFloat32);
   const at::Tensor freqs = torch::outer(pos, inv_freq);  // [T, hd / 2]
   const at::Tensor emb = torch::cat({freqs, freqs}, -1);
-  return {emb.cos(), emb.sin()};
+  if (attention_factor == 1.0) return {emb.cos(), emb.sin()};
+  return {emb.cos() * attention_factor, emb.sin() * attention_factor};
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
@@ -62,10 +122,10 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
   return x * rope.cos.unsqueeze(1) + rotated * rope.sin.unsqueeze(1);
 }
 
-MlpImpl::MlpImpl(int64_t hidden, int64_t intermediate) {
-  gate_proj = register_module("gate_proj", Projection(hidden, intermediate));
-  up_proj = register_module("up_proj", Projection(hidden, intermediate));
-  down_proj = register_module("down_proj", Projection(intermediate, hidden));
+MlpImpl::MlpImpl(int64_t hidden, int64_t intermediate, bool bias) {
+  gate_proj = register_module("gate_proj", Projection(hidden, intermediate, bias));
+  up_proj = register_module("up_proj", Projection(hidden, intermediate, bias));
+  down_proj = register_module("down_proj", Projection(intermediate, hidden, bias));
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {

@@ -4,6 +4,8 @@
 // so that a checkpoint gives the same logits here and there.
 #pragma once
 
+#include "formats/hf_config.h"
+
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
@@ -36,19 +38,22 @@ class ProjectionImpl : public torch::nn::Module {
 TORCH_MODULE(Projection);
 
 // cos and sin of the rotary angles for positions [pos0, pos0 + T), [T, head_dim] each, computed
-// as transformers does: inv_freq = 1 / theta^(2i / d) in float32, angles = pos * inv_freq,
-// duplicated to both halves.
+// as transformers does: inv_freq = 1 / theta^(2i / d) in float32 (then scaled by the config's
+// rope type: linear, llama3 or yarn, as modeling_rope_utils.py), angles = pos * inv_freq,
+// duplicated to both halves; yarn also scales cos and sin by its attention factor.
 struct RopeTable {
   at::Tensor cos, sin;
 };
-RopeTable make_rope_table(int64_t pos0, int64_t T, int64_t head_dim, double theta);
+RopeTable make_rope_table(int64_t pos0, int64_t T, const formats::LlamaConfig& config);
+// The inverse frequencies [head_dim / 2] and the attention factor of the config's RoPE.
+std::pair<at::Tensor, double> rope_inv_freq(const formats::LlamaConfig& config);
 // x [B, T, H, hd] -> x * cos + rotate_half(x) * sin.
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope);
 
 // down(silu(gate(x)) * up(x)).
 class MlpImpl : public torch::nn::Module {
  public:
-  MlpImpl(int64_t hidden, int64_t intermediate);
+  MlpImpl(int64_t hidden, int64_t intermediate, bool bias = false);
   at::Tensor forward(const at::Tensor& x);
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };

@@ -238,38 +238,129 @@ TEST(HfConfigErrors, ActivationAndBiases) {
   expect_config_error(j, {"config.json", "hidden_act: expected \"silu\""});
   for (const char* bias : {"attention_bias", "mlp_bias"}) {
     j = minimal();
-    j[bias] = true;
-    expect_config_error(j, {"config.json", std::string(bias) + ": true is not supported"});
     j[bias] = "no";
     expect_config_error(j, {"config.json", std::string(bias) + ": expected true or false"});
+    j["model_type"] = "mistral";
+    j[bias] = true;
+    expect_config_error(
+        j, {"config.json", std::string(bias) + ": true is not supported for model_type mistral"});
   }
+  j = minimal();
+  j["model_type"] = "qwen2";
+  j["mlp_bias"] = true;
+  expect_config_error(j, {"mlp_bias: true is not supported for model_type qwen2"});
+}
+
+TEST(HfConfig, FamiliesSetTheirFields) {
+  json j = minimal();
+  j["attention_bias"] = true;
+  j["mlp_bias"] = true;
+  LlamaConfig c = parse_llama_config(j.dump());
+  EXPECT_TRUE(c.attention_qkv_bias && c.attention_o_bias && c.mlp_bias && !c.qk_norm);
+  j = minimal();
+  j["model_type"] = "qwen2";  // q, k, v biases always; o none
+  c = parse_llama_config(j.dump());
+  EXPECT_TRUE(c.attention_qkv_bias && !c.attention_o_bias && !c.qk_norm);
+  j["model_type"] = "qwen3";
+  c = parse_llama_config(j.dump());
+  EXPECT_TRUE(!c.attention_qkv_bias && c.qk_norm);
+  EXPECT_EQ(c.attention_windows, std::vector<int64_t>(c.num_hidden_layers, 0));
+  // Qwen: the window only with use_sliding_window, from max_window_layers on.
+  j["sliding_window"] = 16;
+  j["max_window_layers"] = 1;
+  EXPECT_EQ(parse_llama_config(j.dump()).attention_windows,
+            std::vector<int64_t>(c.num_hidden_layers, 0));
+  j["use_sliding_window"] = true;
+  std::vector<int64_t> want(c.num_hidden_layers, 16);
+  want[0] = 0;
+  EXPECT_EQ(parse_llama_config(j.dump()).attention_windows, want);
+  // layer_types wins over max_window_layers.
+  j["layer_types"] = json::array();
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+    j["layer_types"].push_back(i == 1 ? "sliding_attention" : "full_attention");
+  want.assign(c.num_hidden_layers, 0);
+  want[1] = 16;
+  EXPECT_EQ(parse_llama_config(j.dump()).attention_windows, want);
+  j = minimal();
+  j["model_type"] = "mistral";
+  j["sliding_window"] = 8;
+  EXPECT_EQ(parse_llama_config(j.dump()).attention_windows,
+            std::vector<int64_t>(c.num_hidden_layers, 8));
+  j["sliding_window"] = nullptr;
+  EXPECT_EQ(parse_llama_config(j.dump()).attention_windows,
+            std::vector<int64_t>(c.num_hidden_layers, 0));
+  j["sliding_window"] = 0;
+  expect_config_error(j, {"sliding_window: expected a positive integer"});
+  j = minimal();
+  j["sliding_window"] = 8;
+  expect_config_error(j, {"sliding_window: not supported for model_type llama"});
 }
 
 TEST(HfConfigErrors, ModelType) {
   json j = minimal();
-  j["model_type"] = "mistral";
-  expect_config_error(j, {"config.json", "model_type: expected \"llama\""});
+  j["model_type"] = "gemma";
+  expect_config_error(j, {"config.json", "model_type: expected \"llama\", \"mistral\""});
+  j["model_type"] = 3;
+  expect_config_error(j, {"config.json", "model_type: expected"});
+}
+
+TEST(HfConfig, RopeTypes) {
+  json j = minimal();
+  j["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 5e5},
+                          {"factor", 32.0},          {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  LlamaConfig c = parse_llama_config(j.dump());
+  EXPECT_EQ(c.rope.type, "llama3");
+  EXPECT_EQ(c.rope.factor, 32.0);
+  EXPECT_EQ(c.rope.original_max_position_embeddings, 8192);
+  EXPECT_EQ(c.rope_theta, 5e5);
+  j["rope_parameters"] = {{"rope_type", "yarn"},   {"factor", 4.0},     {"mscale", 0.7},
+                          {"mscale_all_dim", 0.7}, {"truncate", false}, {"beta_fast", nullptr}};
+  c = parse_llama_config(j.dump());
+  EXPECT_EQ(c.rope.type, "yarn");
+  EXPECT_EQ(c.rope.beta_fast, 32.0);
+  EXPECT_EQ(*c.rope.mscale, 0.7);
+  EXPECT_FALSE(c.rope.truncate);
+  EXPECT_FALSE(c.rope.attention_factor.has_value());
+  // transformers 4's spelling: "type" in rope_scaling.
+  j = minimal();
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  EXPECT_EQ(parse_llama_config(j.dump()).rope.factor, 2.0);
 }
 
 TEST(HfConfigErrors, RopeScaling) {
   json j = minimal();
-  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
-  expect_config_error(j, {"config.json", "rope_scaling: unsupported rope_type \"linear\""});
-  j["rope_scaling"] = {{"type", "dynamic"}};
+  j["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
   expect_config_error(j, {"config.json", "rope_scaling: unsupported rope_type \"dynamic\""});
+  j["rope_scaling"] = {{"rope_type", "longrope"}};
+  expect_config_error(j, {"config.json", "rope_scaling: unsupported rope_type \"longrope\""});
   j["rope_scaling"] = {{"rope_type", "default"}, {"factor", 2.0}};
   expect_config_error(j, {"config.json", "rope_scaling: unsupported field 'factor'"});
+  j["rope_scaling"] = {{"rope_type", "linear"}};
+  expect_config_error(j, {"config.json", "factor: missing"});
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", -1.0}};
+  expect_config_error(j, {"config.json", "factor: expected a positive finite number"});
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+  expect_config_error(j, {"low_freq_factor: missing"});
+  j["rope_scaling"] = {{"rope_type", "llama3"},
+                       {"factor", 8.0},
+                       {"low_freq_factor", 4.0},
+                       {"high_freq_factor", 1.0},
+                       {"original_max_position_embeddings", 64}};
+  expect_config_error(j, {"high_freq_factor: must be above low_freq_factor"});
   j["rope_scaling"] = 3;
   expect_config_error(j, {"config.json", "rope_scaling: expected an object or null"});
   j = minimal();
-  j["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 1e4}};
-  expect_config_error(j, {"config.json", "rope_parameters: unsupported rope_type \"yarn\""});
+  j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 2.0}, {"low_freq_factor", 1.0}};
+  expect_config_error(j, {"rope_parameters: unsupported field 'low_freq_factor'"});
   j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e4}};
   j["rope_theta"] = 5e5;
   expect_config_error(j, {"config.json", "rope_parameters.rope_theta", "disagrees"});
   j["rope_scaling"] = {{"rope_type", "default"}};  // plain RoPE spelled out is fine
   j["rope_theta"] = 1e4;
   EXPECT_EQ(parse_llama_config(j.dump()).rope_theta, 1e4);
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  expect_config_error(j, {"rope_scaling: disagrees with rope_parameters"});
 }
 
 TEST(HfConfigErrors, TokenIdsAndFlags) {
