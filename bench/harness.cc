@@ -1,15 +1,16 @@
 #include "bench/harness.h"
 
-#include <sys/resource.h>
-
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <sstream>
 
 #include "src/cpu/peak.h"
 #include "subq/error.h"
+#include "subq/memory.h"
 #include "subq/random.h"
 #include "subq/threads.h"
 
@@ -34,9 +35,8 @@ Timing time_runs(const std::function<void()>& fn, int warmup, int reps) {
 }
 
 double peak_rss_mib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+  // VmHWM: this process's own peak (ru_maxrss survives exec and can be the parent's).
+  return static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0);
 }
 
 double peak_gflops(int threads) {
@@ -89,7 +89,9 @@ void Reporter::add(const Row& r) {
 std::vector<int> thread_counts(const std::string& s) {
   if (s.empty()) return {num_threads()};
   auto v = parse_int_list(s, "--threads");
-  for (int t : v) SUBQ_CHECK_ARG(t >= 1, "subq bench", "--threads", "counts >= 1", t);
+  for (int t : v)
+    SUBQ_CHECK_ARG(t >= 1 && t <= max_threads(), "subq bench", "--threads",
+                   detail::concat("counts in [1, ", max_threads(), "]"), t);
   return v;
 }
 
@@ -109,9 +111,11 @@ std::vector<int> parse_int_list(const std::string& s, const char* what) {
   std::string item;
   while (std::getline(ss, item, ',')) {
     char* end = nullptr;
+    errno = 0;
     const long v = std::strtol(item.c_str(), &end, 10);
-    SUBQ_CHECK_ARG(!item.empty() && end && *end == '\0', "subq bench", what,
-                   "a comma-separated list of integers", '"', s, '"');
+    SUBQ_CHECK_ARG(!item.empty() && end && *end == '\0' && errno == 0 &&
+                       v >= std::numeric_limits<int>::min() && v <= std::numeric_limits<int>::max(),
+                   "subq bench", what, "a comma-separated list of integers", '"', s, '"');
     out.push_back(static_cast<int>(v));
   }
   SUBQ_CHECK_ARG(!out.empty(), "subq bench", what, "at least one value", '"', s, '"');

@@ -343,7 +343,8 @@ std::vector<Check> all_checks() {
 
 int run_check(const CheckConfig& cfg) {
   if (cfg.threads != 0) {
-    SUBQ_CHECK_ARG(cfg.threads >= 1, "subq check", "--threads", ">= 1", cfg.threads);
+    SUBQ_CHECK_ARG(cfg.threads >= 1 && cfg.threads <= max_threads(), "subq check", "--threads",
+                   detail::concat("in [1, ", max_threads(), "]"), cfg.threads);
     set_num_threads(cfg.threads);
   }
   std::printf("subq check: fast kernels (%s, %d threads) against float64 references, seed %llu\n",

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -162,8 +163,14 @@ int main(int argc, char** argv) {
     std::replace(msg.begin(), msg.end(), '\n', ' ');
     std::fprintf(stderr, "subq: error: %s\n", msg.c_str());
     return kExitBadArgument;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "subq: error: out of memory\n");
+    return kExitBadArgument;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "subq: internal error: %s\n", e.what());
+    // One line: libtorch's messages carry a backtrace after the first.
+    std::string msg = e.what();
+    msg = msg.substr(0, msg.find('\n'));
+    std::fprintf(stderr, "subq: internal error: %s\n", msg.c_str());
     return 1;
   }
   return 0;

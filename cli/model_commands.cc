@@ -1,8 +1,6 @@
 #include "cli/model_commands.h"
 
-#include <sys/resource.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -14,22 +12,18 @@
 #include "model/decoder.h"
 #include "model/generate.h"
 #include "subq/error.h"
+#include "subq/memory.h"
+#include "subq/threads.h"
 
 namespace subq::cli {
 namespace {
 
 double peak_rss_mib() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+  return static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0);
 }
 
 double current_rss_mib() {
-  std::ifstream f("/proc/self/statm");
-  long pages_total = 0, pages_resident = 0;
-  f >> pages_total >> pages_resident;
-  return static_cast<double>(pages_resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) /
-         (1024.0 * 1024.0);
+  return static_cast<double>(current_rss_bytes()) / (1024.0 * 1024.0);
 }
 
 // --model, or the default teacher when it is not given.
@@ -94,6 +88,8 @@ int run_generate(const GenerateConfig& c) {
   // libtorch's OpenMP threads spin after each op and take cores from subq's pool, which runs
   // the attention ops in between: on the 2-core dev machine decode ran 10x slower with both
   // pools at 2 threads than with torch at 1 (docs/model.md has the measurement).
+  SUBQ_CHECK(c.torch_threads <= max_threads(), "--torch-threads: expected 1 to ", max_threads(),
+             ", got ", c.torch_threads);
   at::set_num_threads(c.torch_threads);
   const std::filesystem::path path = model_path(c.model);
   model::DecoderModel m = model::load_model(path);

@@ -204,10 +204,25 @@ ExpectedTensors llama_expected_tensors(const LlamaConfig& c) {
     t[p + "self_attn.k_proj.weight"] = {{kv_out, hidden}};
     t[p + "self_attn.v_proj.weight"] = {{kv_out, hidden}};
     t[p + "self_attn.o_proj.weight"] = {{hidden, q_out}};
+    if (c.attention_qkv_bias) {
+      t[p + "self_attn.q_proj.bias"] = {{q_out}};
+      t[p + "self_attn.k_proj.bias"] = {{kv_out}};
+      t[p + "self_attn.v_proj.bias"] = {{kv_out}};
+    }
+    if (c.attention_o_bias) t[p + "self_attn.o_proj.bias"] = {{hidden}};
+    if (c.qk_norm) {
+      t[p + "self_attn.q_norm.weight"] = {{c.head_dim}};
+      t[p + "self_attn.k_norm.weight"] = {{c.head_dim}};
+    }
     t[p + "post_attention_layernorm.weight"] = {{hidden}};
     t[p + "mlp.gate_proj.weight"] = {{inter, hidden}};
     t[p + "mlp.up_proj.weight"] = {{inter, hidden}};
     t[p + "mlp.down_proj.weight"] = {{hidden, inter}};
+    if (c.mlp_bias) {
+      t[p + "mlp.gate_proj.bias"] = {{inter}};
+      t[p + "mlp.up_proj.bias"] = {{inter}};
+      t[p + "mlp.down_proj.bias"] = {{hidden}};
+    }
   }
   t["model.norm.weight"] = {{hidden}};
   t["lm_head.weight"] = {{c.vocab_size, hidden}, /*optional=*/c.tie_word_embeddings};
@@ -227,7 +242,8 @@ bool llama_lm_head_is_tied(const CheckpointTensors& ckpt, const LlamaConfig& con
   return std::equal(a.data_as<float>(), a.data_as<float>() + a.numel(), b.data_as<float>());
 }
 
-void validate_checkpoint_tensors(const CheckpointTensors& ckpt, const ExpectedTensors& expected) {
+void validate_checkpoint_tensors(const CheckpointTensors& ckpt, const ExpectedTensors& expected,
+                                 bool allow_unknown) {
   std::vector<std::string> problems;
   for (const auto& [name, want] : expected) {
     auto it = ckpt.tensors.find(name);
@@ -246,7 +262,7 @@ void validate_checkpoint_tensors(const CheckpointTensors& ckpt, const ExpectedTe
                                         t.stored_type(), ", expected a float dtype"));
   }
   for (const auto& [name, t] : ckpt.tensors)
-    if (!expected.count(name))
+    if (!allow_unknown && !expected.count(name))
       problems.push_back(
           detail::concat("unknown tensor '", name, "' in ", t.source().filename().string()));
   if (problems.empty()) return;

@@ -18,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "formats/atomic_file.h"
+#include "formats/strict_json.h"
 #include "formats/tokenizer_regex.h"
 #include "formats/utf8.h"
 #include "subq/error.h"
@@ -708,11 +710,9 @@ void BpeLoader::load_bos_eos() {
   const fs::path config_file = file_.parent_path() / "tokenizer_config.json";
   std::error_code ec;
   if (fs::exists(config_file, ec)) {
-    std::ifstream in(config_file, std::ios::binary);
-    json config = json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (config.is_discarded() || !config.is_object()) {
+    const json config = parse_json_strict(read_file(config_file), config_file.string());
+    if (!config.is_object())
       throw Error(config_file.string() + ": invalid JSON (expected an object)");
-    }
     for (const auto& [key, target] :
          {std::pair{"bos_token", &tok.bos_}, {"eos_token", &tok.eos_}}) {
       if (!config.contains(key)) continue;
@@ -751,12 +751,9 @@ std::unique_ptr<Tokenizer> BpeLoader::load() {
   if (!in) throw Error(file_.string() + ": cannot open the tokenizer file");
   std::stringstream buffer;
   buffer << in.rdbuf();
-  json root;
-  try {
-    root = json::parse(buffer.str());
-  } catch (const json::exception& e) {
-    throw Error(file_.string() + ": invalid JSON: " + e.what());
-  }
+  // Strict: nesting is bounded (a deeply nested file would overflow the stack when the document
+  // is copied or destroyed), NUL bytes and duplicate keys are refused.
+  const json root = parse_json_strict(buffer.str(), file_.string());
   return load(root, /*from_file=*/true, std::nullopt, std::nullopt);
 }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "subq/error.h"
+#include "subq/memory.h"
 
 namespace subq::model {
 
@@ -13,7 +14,7 @@ DecoderLayerImpl::DecoderLayerImpl(const MixerSpec& spec, const LlamaConfig& c) 
   self_attn = register_module("self_attn", make_mixer(spec, c));
   post_attention_layernorm =
       register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-  mlp = register_module("mlp", Mlp(c.hidden_size, c.intermediate_size));
+  mlp = register_module("mlp", Mlp(c.hidden_size, c.intermediate_size, c.mlp_bias));
   for (const auto& t : spec.lora.targets) {
     if (t == "gate_proj") mlp->gate_proj->attach_lora(spec.lora.r, spec.lora.alpha);
     if (t == "up_proj") mlp->up_proj->attach_lora(spec.lora.r, spec.lora.alpha);
@@ -35,9 +36,12 @@ size_t ModelCache::nbytes() const {
 
 DecoderModelImpl::DecoderModelImpl(const LlamaConfig& config) : config_(config) {
   validate_llama_config(config_);
-  for (size_t i = 0; i < config_.layers.size(); ++i)
+  for (size_t i = 0; i < config_.layers.size(); ++i) {
     specs_.push_back(parse_mixer_spec(config_.layers[i], config_,
                                       "config.json: subq.layers[" + std::to_string(i) + "]"));
+    if (!config_.attention_windows.empty())
+      specs_.back().config_window = config_.attention_windows[i];
+  }
   auto body = register_module("model", std::make_shared<torch::nn::Module>());
   model_body = body.get();
   embed_tokens = body->register_module(
@@ -69,7 +73,7 @@ at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache) {
                " tokens is longer than the cache's max_chunk ", cache->max_chunk);
     pos0 = cache->seen;
   }
-  const RopeTable rope = make_rope_table(pos0, T, config_.head_dim, config_.rope_theta);
+  const RopeTable rope = make_rope_table(pos0, T, config_);
   const MixerContext ctx{pos0, &rope};
   at::Tensor h = embed_tokens(ids);
   for (size_t i = 0; i < layers->size(); ++i)
@@ -83,6 +87,14 @@ ModelCache DecoderModelImpl::new_cache(int64_t batch, int64_t capacity, int64_t 
   SUBQ_CHECK(batch > 0 && capacity > 0 && max_chunk > 0,
              "new_cache: expected positive batch, capacity and max_chunk, got ", batch, ", ",
              capacity, ", ", max_chunk);
+  // The KV caches grow with the context: a length that cannot fit is refused before anything is
+  // allocated (a generation of 10^12 tokens must be an error, not an out-of-memory kill).
+  const ModelCacheCost cost = cache_cost(max_chunk);
+  const long double bytes = (static_cast<long double>(cost.bytes_per_token) * capacity +
+                             static_cast<long double>(cost.fixed_bytes)) *
+                            batch;
+  check_fits_in_memory(bytes > 1e18L ? uint64_t{1} << 60 : static_cast<uint64_t>(bytes),
+                       detail::concat("a cache of ", capacity, " tokens x ", batch, " sequences"));
   ModelCache c;
   c.batch = batch;
   c.capacity = capacity;
@@ -157,8 +169,38 @@ void load_weights(DecoderModelImpl& model, const CheckpointTensors& checkpoint) 
   }
 }
 
+namespace {
+
+// Before the model is built from a config, the tensors every model of that config has whatever
+// its mixers (embeddings, norms, MLPs) must be in the checkpoint with the config's shapes, and
+// fit in memory. So a config's sizes are bounded by the bytes actually in the file: a 1 KB
+// config.json asking for a million layers or a hidden size near 2^31 is an error naming the
+// first missing or mismatched tensor, never an allocation.
+void check_checkpoint_holds_the_model(const formats::Checkpoint& ck) {
+  // 5 tensors per layer (2 norms, the MLP's 3), the embedding and the final norm at least.
+  const int64_t least = 5 * ck.config.num_hidden_layers + 2;
+  SUBQ_CHECK(static_cast<int64_t>(ck.tensors.size()) >= least, ck.dir.string(),
+             ": the config describes ", ck.config.num_hidden_layers, " layers (at least ", least,
+             " tensors), but the checkpoint holds ", ck.tensors.size(), " tensors");
+  formats::ExpectedTensors all = formats::llama_expected_tensors(ck.config), base;
+  uint64_t bytes = 0;
+  for (auto& [name, t] : all) {
+    if (name.find(".self_attn.") != std::string::npos) continue;  // the mixer's own
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    bytes += static_cast<uint64_t>(n) * sizeof(float);
+    base.emplace(name, std::move(t));
+  }
+  formats::validate_checkpoint_tensors(ck, base, /*allow_unknown=*/true);
+  check_fits_in_memory(bytes, detail::concat(ck.dir.string(), ": the model (",
+                                             bytes / (1024 * 1024), " MiB of f32 weights)"));
+}
+
+}  // namespace
+
 DecoderModel load_model(const std::filesystem::path& dir) {
   const formats::Checkpoint ck = formats::load_checkpoint(dir);
+  check_checkpoint_holds_the_model(ck);
   DecoderModel model(ck.config);
   load_weights(*model, ck);
   model->eval();

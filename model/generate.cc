@@ -65,8 +65,12 @@ GenerateStats generate(DecoderModelImpl& model, const std::vector<int64_t>& prom
   SUBQ_CHECK(!prompt.empty(), "generate: the prompt has no tokens");
   SUBQ_CHECK(opt.max_new_tokens >= 0, "generate: max_new_tokens: expected >= 0, got ",
              opt.max_new_tokens);
-  SUBQ_CHECK(opt.prefill_chunk > 0, "generate: prefill_chunk: expected > 0, got ",
-             opt.prefill_chunk);
+  // Bounds that keep the sums below from overflowing; memory is checked against the machine.
+  constexpr int64_t kMaxTokens = int64_t{1} << 40;
+  SUBQ_CHECK(opt.max_new_tokens <= kMaxTokens,
+             "generate: max_new_tokens: expected at most 2^40, got ", opt.max_new_tokens);
+  SUBQ_CHECK(opt.prefill_chunk > 0 && opt.prefill_chunk <= (int64_t{1} << 20),
+             "generate: prefill_chunk: expected 1 to 2^20, got ", opt.prefill_chunk);
   torch::NoGradGuard no_grad;
   using Clock = std::chrono::steady_clock;
   GenerateStats st;

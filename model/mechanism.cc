@@ -1,5 +1,7 @@
 #include "model/mechanism.h"
 
+#include "formats/strict_json.h"
+
 #include <algorithm>
 #include <set>
 
@@ -9,7 +11,17 @@
 namespace subq::model {
 namespace {
 
+using formats::json_excerpt;
 using nlohmann::json;
+
+// Upper bounds of the size options. Each is far above what a real layer uses (hedgehog and
+// taylor maps are a few hundred wide, Mamba-2 states 64 to 256, LoRA ranks 4 to 64).
+constexpr int64_t kMaxWindow = int64_t{1} << 30;
+constexpr int64_t kMaxFeatureDim = 4096;
+constexpr int64_t kMaxChunk = 1024;
+constexpr int64_t kMaxExpand = 8;
+constexpr int64_t kMaxStateSize = 1024;
+constexpr int64_t kMaxLoraRank = 1024;
 
 const std::vector<std::string> kLoraTargets = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                "gate_proj", "up_proj", "down_proj"};
@@ -19,12 +31,19 @@ class OptionReader {
  public:
   OptionReader(const json& options, std::string where) : o_(options), where_(std::move(where)) {}
 
-  int64_t integer(const char* key, int64_t def, int64_t min) {
+  // Every size option is bounded: with the checkpoint's own tensors bounding the model's
+  // dimensions, these bounds keep what a mixer allocates from its options a small multiple of
+  // the model (a 1 KB config cannot ask for a terabyte).
+  int64_t integer(const char* key, int64_t def, int64_t min, int64_t max) {
     if (!take(key)) return def;
     const json& v = o_.at(key);
-    SUBQ_CHECK(v.is_number_integer(), where_, ": ", key, ": expected an integer, got ", v.dump());
+    SUBQ_CHECK(v.is_number_integer(), where_, ": ", key, ": expected an integer, got ",
+               json_excerpt(v));
+    SUBQ_CHECK(!v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(max), where_,
+               ": ", key, ": expected an integer in [", min, ", ", max, "], got ", json_excerpt(v));
     const int64_t x = v.get<int64_t>();
-    SUBQ_CHECK(x >= min, where_, ": ", key, ": expected an integer >= ", min, ", got ", x);
+    SUBQ_CHECK(x >= min && x <= max, where_, ": ", key, ": expected an integer in [", min, ", ",
+               max, "], got ", x);
     return x;
   }
   double number(const char* key, double def) {
@@ -77,7 +96,7 @@ LoraSpec parse_lora(const json& j, const std::string& where) {
   json rest = j;  // "targets" is a list, read apart from the scalar options
   rest.erase("targets");
   OptionReader r(rest, where + ": lora");
-  lora.r = r.integer("r", 8, 1);
+  lora.r = r.integer("r", 8, 1, kMaxLoraRank);
   lora.alpha = r.number("alpha", 16);
   r.forbid_rest("lora");
   if (!j.contains("targets")) {
@@ -123,7 +142,7 @@ MixerSpec parse_mixer_spec(const LayerSpec& layer, const LlamaConfig& config,
   const int64_t head_dim = config.head_dim;
   if (m == "softmax") {
     s.kind = MixerKind::kSoftmax;
-    s.window = r.integer("window", 0, 0);
+    s.window = r.integer("window", 0, 0, kMaxWindow);
   } else if (m == "linear" || m == "hybrid") {
     s.kind = m == "linear" ? MixerKind::kLinear : MixerKind::kHybrid;
     // Performer (a sequence-wide key stabiliser) and cosformer (positions relative to the call)
@@ -132,38 +151,34 @@ MixerSpec parse_mixer_spec(const LayerSpec& layer, const LlamaConfig& config,
                              {"identity", "elu1", "relu", "t2r", "hedgehog", "taylor", "dpfp"});
     const int64_t def_fdim =
         s.feature_map == "hedgehog" ? std::max<int64_t>(head_dim / 2, 1) : head_dim;
-    s.feature_dim = r.integer("feature_dim", def_fdim, 1);
+    s.feature_dim = r.integer("feature_dim", def_fdim, 1, kMaxFeatureDim);
     s.rope = r.boolean("rope", true);
     if (s.kind == MixerKind::kLinear) {
       s.gate = r.choice("gate", "none", {"none", "scalar", "per_dim"});
       s.normalize = r.boolean("normalize", s.gate == "none");
     } else {
       s.gate = r.choice("gate", "none", {"none", "scalar"});
-      s.window = r.integer("window", 64, 1);
+      s.window = r.integer("window", 64, 1, kMaxWindow);
       s.normalize = true;
     }
-    s.chunk_size = r.integer("chunk_size", 64, 16);
+    s.chunk_size = r.integer("chunk_size", 64, 16, kMaxChunk);
   } else if (m == "short_conv") {
     s.kind = MixerKind::kShortConv;
-    s.conv_width = r.integer("conv_width", 4, 2);
-    SUBQ_CHECK(s.conv_width <= kMaxConvWidth, where, ": conv_width: expected at most ",
-               kMaxConvWidth, ", got ", s.conv_width);
+    s.conv_width = r.integer("conv_width", 4, 2, kMaxConvWidth);
   } else if (m == "mamba2") {
     s.kind = MixerKind::kMamba2;
-    s.expand = r.integer("expand", 2, 1);
+    s.expand = r.integer("expand", 2, 1, kMaxExpand);
     const int64_t d_inner = s.expand * config.hidden_size;
-    s.mamba_head_dim = r.integer("head_dim", std::min<int64_t>(64, d_inner), 1);
+    s.mamba_head_dim = r.integer("head_dim", std::min<int64_t>(64, d_inner), 1, d_inner);
     SUBQ_CHECK(d_inner % s.mamba_head_dim == 0, where, ": head_dim: expected a divisor of ",
                "expand * hidden_size = ", d_inner, ", got ", s.mamba_head_dim);
-    s.state_size = r.integer("state_size", 64, 1);
-    s.n_groups = r.integer("n_groups", 1, 1);
+    s.state_size = r.integer("state_size", 64, 1, kMaxStateSize);
+    s.n_groups = r.integer("n_groups", 1, 1, d_inner);
     SUBQ_CHECK((d_inner / s.mamba_head_dim) % s.n_groups == 0, where,
                ": n_groups: expected a divisor of the head count ", d_inner / s.mamba_head_dim,
                ", got ", s.n_groups);
-    s.conv_width = r.integer("conv_width", 4, 2);
-    SUBQ_CHECK(s.conv_width <= kMaxConvWidth, where, ": conv_width: expected at most ",
-               kMaxConvWidth, ", got ", s.conv_width);
-    s.chunk_size = r.integer("chunk_size", 64, 16);
+    s.conv_width = r.integer("conv_width", 4, 2, kMaxConvWidth);
+    s.chunk_size = r.integer("chunk_size", 64, 16, kMaxChunk);
   } else {
     throw Error(detail::concat(where, ": mechanism: expected softmax, linear, hybrid, ",
                                "short_conv or mamba2, got ", m));

@@ -1,5 +1,7 @@
 #include "subq/threads.h"
 
+#include <cerrno>
+
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -122,9 +124,13 @@ class ThreadPool {
 
 int default_threads() {
   if (const char* env = std::getenv("SUBQ_NUM_THREADS"); env && *env) {
-    const int n = std::atoi(env);
-    SUBQ_CHECK_ARG(n >= 1, "SUBQ_NUM_THREADS", "value", "an integer >= 1", '"', env, '"');
-    return n;
+    char* end = nullptr;
+    errno = 0;
+    const long n = std::strtol(env, &end, 10);
+    SUBQ_CHECK_ARG(errno == 0 && *end == '\0' && n >= 1 && n <= max_threads(), "SUBQ_NUM_THREADS",
+                   "value", detail::concat("an integer in [1, ", max_threads(), "]"), '"', env,
+                   '"');
+    return static_cast<int>(n);
   }
   return std::max(1u, std::thread::hardware_concurrency());
 }
@@ -148,8 +154,13 @@ int num_threads() {
   return get_pool()->size();
 }
 
+int max_threads() {
+  return static_cast<int>(std::max(64u, 8 * std::max(1u, std::thread::hardware_concurrency())));
+}
+
 void set_num_threads(int n) {
-  SUBQ_CHECK_ARG(n >= 1, "set_num_threads", "n", ">= 1", n);
+  SUBQ_CHECK_ARG(n >= 1 && n <= max_threads(), "set_num_threads", "n",
+                 detail::concat("in [1, ", max_threads(), "] (8x this machine's threads)"), n);
   std::lock_guard<std::mutex> lock(g_pool_mutex);
   auto& p = pool_slot();
   if (p && p->size() == n) return;

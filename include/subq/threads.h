@@ -13,7 +13,10 @@ namespace subq {
 // Threads that ops use, the calling thread included. Defaults to SUBQ_NUM_THREADS if set,
 // else the hardware concurrency.
 int num_threads();
-// n >= 1; throws subq::Error otherwise. Restarts the pool's workers.
+// The most threads a pool may have: 8 times the hardware's, and at least 64. More is a typo,
+// not oversubscription (each worker takes a stack and a scheduler slot), and is refused.
+int max_threads();
+// 1 <= n <= max_threads(); throws subq::Error otherwise. Restarts the pool's workers.
 void set_num_threads(int n);
 
 // Runs fn(i, thread) for every i in [0, n), spreading the i over the pool with dynamic

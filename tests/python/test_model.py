@@ -81,6 +81,90 @@ def test_logits_match_transformers(name, tmp_path):
     assert rel_err(got, want) < 1e-4
 
 
+# The families linearization papers start from, as random models of each transformers class:
+# Llama 3.2 (llama3 RoPE, tied), Llama with linear and yarn RoPE and attention/MLP biases,
+# Qwen2.5 (q, k, v biases), Qwen3 (q and k RMSNorm, explicit head_dim), Mistral (sliding window
+# shorter than the sequence), and Qwen2 with sliding layers. T = 37 > every window.
+SMALL = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=96, vocab_size=211)
+FAMILY_CONFIGS = {
+    "llama3_2_rope_llama3": ("LlamaConfig", dict(
+        SMALL, tie_word_embeddings=True, max_position_embeddings=64,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 16})),
+    "llama_rope_linear_biases": ("LlamaConfig", dict(
+        SMALL, attention_bias=True, mlp_bias=True,
+        rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0})),
+    "llama_rope_yarn": ("LlamaConfig", dict(
+        SMALL, max_position_embeddings=128,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 32, "beta_fast": 16.0})),
+    "llama_rope_yarn_mscale": ("LlamaConfig", dict(
+        SMALL, max_position_embeddings=128,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                         "original_max_position_embeddings": 16, "mscale": 1.0,
+                         "mscale_all_dim": 0.5, "truncate": False})),
+    "qwen2_5": ("Qwen2Config", dict(SMALL, rope_parameters={"rope_type": "default",
+                                                            "rope_theta": 1000000.0})),
+    "qwen2_sliding_layers": ("Qwen2Config", dict(
+        SMALL, use_sliding_window=True, sliding_window=9, max_window_layers=1)),
+    "qwen3": ("Qwen3Config", dict(SMALL, head_dim=32, tie_word_embeddings=True)),
+    "qwen3_bias_yarn": ("Qwen3Config", dict(
+        SMALL, head_dim=16, attention_bias=True, max_position_embeddings=256,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 64})),
+    "mistral_sliding_window": ("MistralConfig", dict(SMALL, sliding_window=11)),
+}
+CAUSAL_LM = {"LlamaConfig": "LlamaForCausalLM", "Qwen2Config": "Qwen2ForCausalLM",
+             "Qwen3Config": "Qwen3ForCausalLM", "MistralConfig": "MistralForCausalLM"}
+
+
+def random_family_model(config_class, kw):
+    cfg = getattr(transformers, config_class)(**kw)
+    cfg._attn_implementation = "eager"  # the reference masks: sliding windows included
+    torch.manual_seed(0)
+    model = getattr(transformers, CAUSAL_LM[config_class])(cfg).eval()
+    with torch.no_grad():  # biases start at 0 and norms at 1: perturb everything
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_CONFIGS))
+def test_families_match_transformers(name, tmp_path):
+    config_class, kw = FAMILY_CONFIGS[name]
+    model = random_family_model(config_class, kw)
+    model.save_pretrained(tmp_path / "m")
+    ids = torch.randint(0, model.config.vocab_size, (2, 37))
+    with torch.no_grad():
+        want = model(ids).logits
+    got = subq_logits(tmp_path / "m", ids, tmp_path)
+    assert got.shape == want.shape
+    assert rel_err(got, want) < 1e-4, name
+    # Prefill in chunks, then token by token: the same logits (ring caches for the windows).
+    decoded = subq_logits(tmp_path / "m", ids, tmp_path, prefill=20, chunk=8)
+    assert rel_err(decoded, want) < 1e-4, name
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("rope_parameters", {"rope_type": "dynamic", "factor": 2.0}, "unsupported rope_type"),
+    ("rope_parameters", {"rope_type": "linear"}, "factor"),
+    ("rope_parameters", {"rope_type": "linear", "factor": 2.0, "beta_fast": 3}, "'beta_fast'"),
+    ("model_type", "gemma", "model_type"),
+    ("layer_types", ["full_attention", "chunked_attention"], "layer_types[1]"),
+])
+def test_unsupported_config_fields_are_named(field, value, message, tmp_path):
+    model = random_llama(**LLAMA_CONFIGS["mha_untied"])
+    model.save_pretrained(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg[field] = value
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run([TOOL, "logits", tmp_path / "m", tmp_path / "x.json", tmp_path / "o"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
 def test_bf16_and_sharded_checkpoints_match_transformers(tmp_path):
     model = random_llama(**LLAMA_CONFIGS["gqa4_tied_theta5e5"]).to(torch.bfloat16)
     model.save_pretrained(tmp_path / "m", max_shard_size="100KB")
@@ -319,3 +403,75 @@ def test_greedy_generate_matches_transformers_with_a_bpe_tokenizer(tmp_path):
              "--temperature", 0, "--ignore-eos")
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode() == want + "\n"
+
+
+# ---- loading that cannot be abused: every bad size is one line and exit 2, before allocating ----
+
+def one_line_exit_2(r):
+    err = r.stderr.decode() if isinstance(r.stderr, bytes) else r.stderr
+    assert r.returncode == 2, (r.returncode, err[-2000:])
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("subq: error: "), err[-2000:]
+    return lines[0]
+
+
+def tiny_safetensors(path):
+    from safetensors.torch import save_file
+    save_file({"model.norm.weight": torch.ones(4)}, str(path))
+
+
+@pytest.mark.parametrize("sizes,message", [
+    (dict(hidden_size=2**31 - 1), "the checkpoint holds 1 tensors"),
+    (dict(vocab_size=2**31 - 1), "the checkpoint holds 1 tensors"),
+    (dict(num_hidden_layers=10**6), "num_hidden_layers: expected at most 65536"),
+    (dict(num_hidden_layers=60000), "at least 300002 tensors"),
+    (dict(intermediate_size=2**40), "intermediate_size: expected a positive integer below 2^31"),
+])
+def test_absurd_config_sizes_are_refused_before_allocating(tmp_path, sizes, message):
+    cfg = dict(hidden_size=4, num_hidden_layers=1, num_attention_heads=1, intermediate_size=4,
+               vocab_size=4, **{})
+    cfg.update(sizes)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    tiny_safetensors(tmp_path / "model.safetensors")
+    assert len((tmp_path / "config.json").read_bytes()) < 1024
+    # The messages come from checks that run before the model is built (nothing of that size is
+    # allocated: the model would take from 16 GB to 64 PB).
+    assert message in one_line_exit_2(subq("info", "--model", tmp_path))
+
+
+def test_absurd_counts_are_refused(tmp_path):
+    d = byte_level_student(tmp_path, MECHANISMS["softmax"])
+    line = one_line_exit_2(subq("generate", "--model", d, "--prompt", "x", "--max-new-tokens",
+                                10**12, "--temperature", 0))
+    assert "GiB of memory is available" in line
+    line = one_line_exit_2(subq("generate", "--model", d, "--prompt", "x", "--max-new-tokens",
+                                2**62))
+    assert "max_new_tokens: expected at most 2^40" in line
+    assert "--torch-threads" in one_line_exit_2(
+        subq("generate", "--model", d, "--prompt", "x", "--torch-threads", 10**6))
+    assert "--threads" in one_line_exit_2(subq("check", "--threads", 10**6))
+    assert "--threads" in one_line_exit_2(subq("bench", "flash", "--threads", "1,4294967297"))
+    env = dict(os.environ, SUBQ_NUM_THREADS="99999999999")
+    r = subprocess.run([CLI, "bench", "peak"], capture_output=True, env=env)
+    assert "SUBQ_NUM_THREADS" in one_line_exit_2(r)
+
+
+def test_deeply_nested_tokenizer_json_is_refused(tmp_path):
+    d = byte_level_student(tmp_path, MECHANISMS["softmax"])
+    (d / "tokenizer.json").write_text("[" * 200000 + "]" * 200000)
+    line = one_line_exit_2(subq("generate", "--model", d, "--prompt", "x"))
+    assert "tokenizer.json" in line and "nested deeper than 64" in line
+
+
+def test_peak_rss_is_this_process_not_its_parent(tmp_path):
+    """--stats reports VmHWM: a parent of 1.5 GB must not show up as subq's peak (getrusage's
+    ru_maxrss survives fork and exec, so it reports at least the parent's size)."""
+    d = byte_level_student(tmp_path, MECHANISMS["softmax"])
+    ballast = bytearray(1536 * 1024 * 1024)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    r = subq("generate", "--model", d, "--prompt", "x", "--max-new-tokens", 4, "--stats")
+    del ballast
+    assert r.returncode == 0, r.stderr
+    peak = float(r.stderr.decode().rsplit("peak rss ", 1)[1].split(" MiB")[0])
+    assert 0 < peak < 1024, r.stderr
