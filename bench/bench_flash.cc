@@ -150,4 +150,17 @@ void run_peak_bench(const std::string& threads, bool csv) {
   }
 }
 
+void run_bandwidth_bench(const std::string& threads, bool csv) {
+  const auto counts = thread_counts(threads);
+  if (csv) std::printf("threads,bandwidth_gbs\n");
+  for (int t : counts) {
+    const double b = bandwidth_gbs(t);
+    if (csv) {
+      std::printf("%d,%.2f\n", t, b);
+    } else {
+      std::printf("threads %d  bandwidth_gbs %.2f  (streaming read of 1 GiB)\n", t, b);
+    }
+  }
+}
+
 }  // namespace subq::bench

@@ -23,6 +23,8 @@ struct FlashBenchConfig {
 void run_flash_bench(const FlashBenchConfig& cfg);
 
 // `subq bench peak`: prints peak_gflops for each thread count.
+// subq bench bandwidth: the streaming-read bandwidth, one row per thread count.
+void run_bandwidth_bench(const std::string& threads, bool csv);
 void run_peak_bench(const std::string& threads, bool csv);
 
 }  // namespace subq::bench

@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "src/cpu/bandwidth.h"
 #include "src/cpu/peak.h"
 #include "subq/error.h"
 #include "subq/memory.h"
@@ -37,6 +38,18 @@ Timing time_runs(const std::function<void()>& fn, int warmup, int reps) {
 double peak_rss_mib() {
   // VmHWM: this process's own peak (ru_maxrss survives exec and can be the parent's).
   return static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0);
+}
+
+double bandwidth_gbs(int threads) {
+  static std::map<int, double> cache;
+  auto it = cache.find(threads);
+  if (it != cache.end()) return it->second;
+  const int saved = num_threads();
+  set_num_threads(threads);
+  const double b = cpu::measure_read_bandwidth_gbs(threads);
+  set_num_threads(saved);
+  cache[threads] = b;
+  return b;
 }
 
 double peak_gflops(int threads) {

@@ -26,6 +26,10 @@ double peak_rss_mib();
 // fp32 FMA peak with `threads` threads, measured once per thread count and cached.
 double peak_gflops(int threads);
 
+// Streaming-read bandwidth (GB/s) with `threads` threads, measured once per thread count and
+// cached: the bound of bandwidth-bound work such as decode.
+double bandwidth_gbs(int threads);
+
 // One result line. Every op's bench fills the same columns.
 struct Row {
   std::string op, impl, dtype;

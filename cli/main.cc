@@ -42,6 +42,14 @@ int main(int argc, char** argv) {
   peak->add_option("--threads", peak_threads, "Thread counts, e.g. 1,2 (default: all)");
   peak->add_flag("--csv", peak_csv, "CSV output");
 
+  std::string bandwidth_threads;
+  bool bandwidth_csv = false;
+  CLI::App* bandwidth = bench->add_subcommand(
+      "bandwidth",
+      "Measure this machine's streaming-read bandwidth (all threads unless --threads)");
+  bandwidth->add_option("--threads", bandwidth_threads, "Thread counts, e.g. 1,2 (default: all)");
+  bandwidth->add_flag("--csv", bandwidth_csv, "CSV output");
+
   subq::bench::FlashBenchConfig fc;
   CLI::App* flash = bench->add_subcommand(
       "flash", "Exact attention (FlashAttention-2 semantics): forward, backward, decode");
@@ -140,6 +148,8 @@ int main(int argc, char** argv) {
     subq::num_threads();
     if (*peak) {
       subq::bench::run_peak_bench(peak_threads, peak_csv);
+    } else if (*bandwidth) {
+      subq::bench::run_bandwidth_bench(bandwidth_threads, bandwidth_csv);
     } else if (*flash) {
       subq::bench::run_flash_bench(fc);
     } else if (auto it = std::find_if(linear_cmds.begin(), linear_cmds.end(),

@@ -3,9 +3,11 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "formats/default_teacher.h"
 #include "formats/tokenizer.h"
@@ -14,6 +16,7 @@
 #include "subq/error.h"
 #include "subq/memory.h"
 #include "subq/threads.h"
+#include "torch/torch_bridge.h"
 
 namespace subq::cli {
 namespace {
@@ -24,6 +27,21 @@ double peak_rss_mib() {
 
 double current_rss_mib() {
   return static_cast<double>(current_rss_bytes()) / (1024.0 * 1024.0);
+}
+
+// One team of threads: subq's kernels run on libtorch's (torch_ops installs that backend), so
+// this sets both. 0 means every core.
+void set_model_threads(int threads) {
+  SUBQ_CHECK(torch_ops::torch_parallel_backend_installed(),
+             "internal: the libtorch thread backend is not installed");
+  SUBQ_CHECK(threads >= 0 && threads <= max_threads(), "--threads: expected 1 to ", max_threads(),
+             " (or 0: all cores), got ", threads);
+  num_threads();  // applies (and checks) SUBQ_NUM_THREADS
+  if (threads > 0) {
+    set_num_threads(threads);
+  } else if (!std::getenv("SUBQ_NUM_THREADS")) {
+    set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  }
 }
 
 // --model, or the default teacher when it is not given.
@@ -66,10 +84,9 @@ CLI::App* add_generate_command(CLI::App& app, GenerateConfig& c) {
       ->capture_default_str();
   g->add_flag("--stats", c.stats, "Print timings, cache bytes and memory to stderr at the end");
   g->add_flag("--ignore-eos", c.ignore_eos, "Do not stop at the end-of-sequence token");
-  g->add_option("--torch-threads", c.torch_threads,
-                "Threads of libtorch's own ops (projections, MLP); subq's ops use SUBQ_NUM_THREADS")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  g->add_option("--threads", c.threads,
+                "Threads for everything (subq's kernels and libtorch's ops share them); "
+                "default: all cores");
   return g;
 }
 
@@ -85,12 +102,7 @@ CLI::App* add_info_command(CLI::App& app, InfoConfig& c) {
 int run_generate(const GenerateConfig& c) {
   model::SamplingOptions sampling{c.temperature, c.top_k, c.top_p, c.seed};
   model::validate_sampling(sampling);  // before the (slow) load
-  // libtorch's OpenMP threads spin after each op and take cores from subq's pool, which runs
-  // the attention ops in between: on the 2-core dev machine decode ran 10x slower with both
-  // pools at 2 threads than with torch at 1 (docs/model.md has the measurement).
-  SUBQ_CHECK(c.torch_threads <= max_threads(), "--torch-threads: expected 1 to ", max_threads(),
-             ", got ", c.torch_threads);
-  at::set_num_threads(c.torch_threads);
+  set_model_threads(c.threads);
   const std::filesystem::path path = model_path(c.model);
   model::DecoderModel m = model::load_model(path);
   const auto tok = formats::load_tokenizer(path);
@@ -137,6 +149,7 @@ int run_generate(const GenerateConfig& c) {
 }
 
 int run_info(const InfoConfig& c) {
+  set_model_threads(0);
   const std::string path = model_path(c.model).string();
   model::DecoderModel m = model::load_model(path);
   const auto& cfg = m->config();

@@ -17,10 +17,10 @@ struct GenerateConfig {
   int64_t top_k = 40;
   double top_p = 0.95;
   uint64_t seed = 0;
-  int64_t prefill_chunk = 256;
+  int64_t prefill_chunk = 1024;
   bool stats = false;
   bool ignore_eos = false;
-  int torch_threads = 1;
+  int threads = 0;  // 0: all cores
 };
 
 struct InfoConfig {

@@ -54,7 +54,8 @@ DecoderModelImpl::DecoderModelImpl(const LlamaConfig& config) : config_(config) 
     lm_head = register_module("lm_head", Projection(config_.hidden_size, config_.vocab_size));
 }
 
-at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache) {
+at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache,
+                                     bool last_logits_only) {
   SUBQ_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kInt64,
              "DecoderModel::forward: ids: expected int64 [B, T], got ", ids.sizes(), " ",
              ids.scalar_type());
@@ -78,8 +79,11 @@ at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache) {
   at::Tensor h = embed_tokens(ids);
   for (size_t i = 0; i < layers->size(); ++i)
     h = layers->ptr<DecoderLayerImpl>(i)->forward(h, ctx, cache ? cache->layers[i].get() : nullptr);
-  h = norm(h);
   if (cache) cache->seen += T;
+  // A prefill needs the last position's logits only: the vocabulary projection of the others
+  // would be a fifth of a small model's FLOPs, thrown away.
+  if (last_logits_only) h = h.narrow(1, T - 1, 1);
+  h = norm(h);
   return lm_head ? lm_head(h) : torch::nn::functional::linear(h, embed_tokens->weight);
 }
 
@@ -201,7 +205,11 @@ void check_checkpoint_holds_the_model(const formats::Checkpoint& ck) {
 DecoderModel load_model(const std::filesystem::path& dir) {
   const formats::Checkpoint ck = formats::load_checkpoint(dir);
   check_checkpoint_holds_the_model(ck);
-  DecoderModel model(ck.config);
+  DecoderModel model(nullptr);
+  {
+    const SkipInitGuard skip;  // load_weights overwrites every parameter
+    model = DecoderModel(ck.config);
+  }
   load_weights(*model, ck);
   model->eval();
   return model;

@@ -62,9 +62,11 @@ class DecoderModelImpl : public torch::nn::Module {
   // A model of `config` (its `subq` layers pick the mixers) with freshly initialised weights.
   explicit DecoderModelImpl(const LlamaConfig& config);
 
-  // ids [B, T] int64 -> logits [B, T, vocab]. With a cache, ids continue the cached sequences
-  // (T <= cache.max_chunk) and the cache advances by T.
-  at::Tensor forward(const at::Tensor& ids, ModelCache* cache = nullptr);
+  // ids [B, T] int64 -> logits [B, T, vocab] ([B, 1, vocab] of the last position with
+  // last_logits_only). With a cache, ids continue the cached sequences (T <= cache.max_chunk)
+  // and the cache advances by T.
+  at::Tensor forward(const at::Tensor& ids, ModelCache* cache = nullptr,
+                     bool last_logits_only = false);
 
   ModelCache new_cache(int64_t batch, int64_t capacity, int64_t max_chunk = 512) const;
   ModelCacheCost cache_cost(int64_t max_chunk = 512) const;

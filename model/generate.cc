@@ -85,7 +85,7 @@ GenerateStats generate(DecoderModelImpl& model, const std::vector<int64_t>& prom
     const int64_t n = std::min(opt.prefill_chunk, st.prompt_tokens - s);
     at::Tensor ids =
         torch::from_blob(const_cast<int64_t*>(prompt.data() + s), {1, n}, torch::kInt64);
-    last = model.forward(ids, &cache).select(1, n - 1).squeeze(0);  // [vocab]
+    last = model.forward(ids, &cache, /*last_logits_only=*/true).select(1, 0).squeeze(0);
   }
   auto t1 = Clock::now();
   st.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();

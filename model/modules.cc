@@ -132,7 +132,19 @@ at::Tensor MlpImpl::forward(const at::Tensor& x) {
   return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
 }
 
+namespace {
+thread_local bool t_skip_init = false;
+}  // namespace
+
+SkipInitGuard::SkipInitGuard() : previous_(t_skip_init) {
+  t_skip_init = true;
+}
+SkipInitGuard::~SkipInitGuard() {
+  t_skip_init = previous_;
+}
+
 void init_normal(at::Tensor& t, double std) {
+  if (t_skip_init) return;
   torch::NoGradGuard no_grad;
   t.normal_(0.0, std);
 }

@@ -62,4 +62,18 @@ TORCH_MODULE(Mlp);
 // N(0, 0.02) as transformers' initializer_range: for a model built from a config, not loaded.
 void init_normal(at::Tensor& t, double std = 0.02);
 
+// While one lives on this thread, init_normal leaves tensors as they are: load_model builds a
+// model whose every weight the checkpoint then overwrites, and drawing the random weights of a
+// 135M-parameter model first took about a second.
+class SkipInitGuard {
+ public:
+  SkipInitGuard();
+  ~SkipInitGuard();
+  SkipInitGuard(const SkipInitGuard&) = delete;
+  SkipInitGuard& operator=(const SkipInitGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 }  // namespace subq::model

@@ -148,9 +148,60 @@ std::shared_ptr<ThreadPool> get_pool() {
   return p;
 }
 
+const ParallelBackend* g_backend = nullptr;
+
+// parallel_for on a backend: one body per thread, pulling items from a shared counter in order
+// (the dynamic scheduling subq's kernels count on: longest items first).
+void run_on_backend(int64_t n, const std::function<void(int64_t, int)>& fn) {
+  const int nthreads = static_cast<int>(std::min<int64_t>(n, g_backend->num_threads()));
+  std::atomic<int64_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  g_backend->run(nthreads, [&](int thread) {
+    const bool was_inside = t_inside_parallel;
+    const int was_index = t_thread_index;
+    t_inside_parallel = true;
+    t_thread_index = thread;
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) {
+      try {
+        fn(i, thread);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        next.store(n);
+      }
+    }
+    t_inside_parallel = was_inside;
+    t_thread_index = was_index;
+  });
+  if (error) std::rethrow_exception(error);
+}
+
 }  // namespace
 
+void set_parallel_backend(const ParallelBackend* backend) {
+  g_backend = backend;
+  if (backend) {
+    // subq's own workers would only spin beside the backend's: stop them.
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    pool_slot().reset();
+  }
+}
+
+const char* parallel_backend_name() {
+  return g_backend ? g_backend->name : "subq";
+}
+
 int num_threads() {
+  if (g_backend) {
+    // SUBQ_NUM_THREADS applies to the backend too, once (and is validated like the pool's).
+    static std::once_flag env_applied;
+    std::call_once(env_applied, [] {
+      if (const char* env = std::getenv("SUBQ_NUM_THREADS"); env && *env)
+        g_backend->set_num_threads(default_threads());
+    });
+    return g_backend->num_threads();
+  }
   return get_pool()->size();
 }
 
@@ -161,6 +212,10 @@ int max_threads() {
 void set_num_threads(int n) {
   SUBQ_CHECK_ARG(n >= 1 && n <= max_threads(), "set_num_threads", "n",
                  detail::concat("in [1, ", max_threads(), "] (8x this machine's threads)"), n);
+  if (g_backend) {
+    g_backend->set_num_threads(n);
+    return;
+  }
   std::lock_guard<std::mutex> lock(g_pool_mutex);
   auto& p = pool_slot();
   if (p && p->size() == n) return;
@@ -178,6 +233,14 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int)>& fn) {
     // Nested or trivial: run here, under the caller's own thread index (0 at top level), so
     // per-thread scratch indexed by it stays private.
     for (int64_t i = 0; i < n; ++i) fn(i, t_thread_index);
+    return;
+  }
+  if (g_backend) {
+    if (g_backend->num_threads() == 1) {
+      for (int64_t i = 0; i < n; ++i) fn(i, 0);
+      return;
+    }
+    run_on_backend(n, fn);
     return;
   }
   auto pool = get_pool();

@@ -20,6 +20,11 @@
 
 namespace subq::torch_ops {
 
+// True once this library is loaded: subq's kernels then run on libtorch's intra-op threads
+// (at::parallel_for), sharing one team with libtorch's own ops; their count is
+// at::get_num_threads() (torch.set_num_threads, OMP_NUM_THREADS).
+bool torch_parallel_backend_installed();
+
 // The view of `t` (undefined view for an undefined tensor). `op` and `arg` name it in errors.
 TensorView to_view(const at::Tensor& t, std::string_view op, std::string_view arg);
 TensorView to_view(const std::optional<at::Tensor>& t, std::string_view op, std::string_view arg);

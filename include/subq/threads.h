@@ -30,4 +30,23 @@ void parallel_for(int64_t n, const std::function<void(int64_t i, int thread)>& f
 // called from inside a parallel_for.
 int threads_for(int64_t n);
 
+// Another runtime's threads in place of subq's pool. A process that also runs libtorch's ops
+// (the torch binding, the model) installs one that runs on libtorch's intra-op threads
+// (at::parallel_for), so that both halves of the work share one team: two pools of spinning
+// workers on the same cores starve each other (docs/performance.md). With a backend installed,
+// subq's own pool is never started; num_threads() and set_num_threads() are the backend's.
+struct ParallelBackend {
+  int (*num_threads)();
+  void (*set_num_threads)(int n);
+  // Runs body(t) for t in [0, n) at once, each on its own thread of the backend, where t is
+  // that thread's index (unique among the threads of this call, < num_threads()); returns
+  // when all are done. Fewer than n may run (a nested call may run them one after another).
+  void (*run)(int n, const std::function<void(int thread)>& body);
+  const char* name;
+};
+// nullptr: back to subq's own pool. Not thread-safe against running ops: install it at start-up.
+void set_parallel_backend(const ParallelBackend* backend);
+// "subq" or the installed backend's name.
+const char* parallel_backend_name();
+
 }  // namespace subq

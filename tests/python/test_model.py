@@ -447,8 +447,8 @@ def test_absurd_counts_are_refused(tmp_path):
     line = one_line_exit_2(subq("generate", "--model", d, "--prompt", "x", "--max-new-tokens",
                                 2**62))
     assert "max_new_tokens: expected at most 2^40" in line
-    assert "--torch-threads" in one_line_exit_2(
-        subq("generate", "--model", d, "--prompt", "x", "--torch-threads", 10**6))
+    assert "--threads" in one_line_exit_2(
+        subq("generate", "--model", d, "--prompt", "x", "--threads", 10**6))
     assert "--threads" in one_line_exit_2(subq("check", "--threads", 10**6))
     assert "--threads" in one_line_exit_2(subq("bench", "flash", "--threads", "1,4294967297"))
     env = dict(os.environ, SUBQ_NUM_THREADS="99999999999")
