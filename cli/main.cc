@@ -13,6 +13,7 @@
 #include "bench/bench_linear.h"
 #include "cli/check.h"
 #ifdef SUBQ_HAVE_MODEL
+#include "cli/bench_model.h"
 #include "cli/model_commands.h"
 #endif
 #include "subq/backend.h"
@@ -121,6 +122,9 @@ int main(int argc, char** argv) {
   check->add_option("--threads", cc.threads, "Threads (default: all)");
 
 #ifdef SUBQ_HAVE_MODEL
+  // subq bench model
+  subq::cli::ModelBenchConfig mbc;
+  CLI::App* bench_model = subq::cli::add_model_bench_command(*bench, mbc);
   // subq generate, subq info
   subq::cli::GenerateConfig gc;
   CLI::App* generate = subq::cli::add_generate_command(app, gc);
@@ -161,7 +165,9 @@ int main(int argc, char** argv) {
       return subq::cli::run_check(cc);
     }
 #ifdef SUBQ_HAVE_MODEL
-    else if (*generate) {
+    else if (*bench_model) {
+      return subq::cli::run_model_bench(mbc);
+    } else if (*generate) {
       return subq::cli::run_generate(gc);
     } else if (*info) {
       return subq::cli::run_info(ic);

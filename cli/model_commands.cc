@@ -84,6 +84,11 @@ CLI::App* add_generate_command(CLI::App& app, GenerateConfig& c) {
       ->capture_default_str();
   g->add_flag("--stats", c.stats, "Print timings, cache bytes and memory to stderr at the end");
   g->add_flag("--ignore-eos", c.ignore_eos, "Do not stop at the end-of-sequence token");
+  g->add_option("--weights", c.weights,
+                "f32, or bf16: weight matrices kept in bf16, computed in f32 (half the bytes per "
+                "decoded token)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
   g->add_option("--threads", c.threads,
                 "Threads for everything (subq's kernels and libtorch's ops share them); "
                 "default: all cores");
@@ -105,6 +110,7 @@ int run_generate(const GenerateConfig& c) {
   set_model_threads(c.threads);
   const std::filesystem::path path = model_path(c.model);
   model::DecoderModel m = model::load_model(path);
+  if (c.weights == "bf16") m->set_weights_dtype(torch::kBFloat16);
   const auto tok = formats::load_tokenizer(path);
   SUBQ_CHECK(tok->vocab_size() <= m->config().vocab_size, path.string(), ": the tokenizer has ",
              tok->vocab_size(), " ids but the model only ", m->config().vocab_size);

@@ -20,7 +20,8 @@ struct GenerateConfig {
   int64_t prefill_chunk = 1024;
   bool stats = false;
   bool ignore_eos = false;
-  int threads = 0;  // 0: all cores
+  int threads = 0;              // 0: all cores
+  std::string weights = "f32";  // f32 | bf16
 };
 
 struct InfoConfig {

@@ -77,6 +77,7 @@ at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache,
   const RopeTable rope = make_rope_table(pos0, T, config_);
   const MixerContext ctx{pos0, &rope};
   at::Tensor h = embed_tokens(ids);
+  if (h.scalar_type() != torch::kFloat32) h = h.to(torch::kFloat32);  // bf16 weights
   for (size_t i = 0; i < layers->size(); ++i)
     h = layers->ptr<DecoderLayerImpl>(i)->forward(h, ctx, cache ? cache->layers[i].get() : nullptr);
   if (cache) cache->seen += T;
@@ -84,7 +85,7 @@ at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache,
   // would be a fifth of a small model's FLOPs, thrown away.
   if (last_logits_only) h = h.narrow(1, T - 1, 1);
   h = norm(h);
-  return lm_head ? lm_head(h) : torch::nn::functional::linear(h, embed_tokens->weight);
+  return lm_head ? lm_head(h) : linear_any(h, embed_tokens->weight);
 }
 
 ModelCache DecoderModelImpl::new_cache(int64_t batch, int64_t capacity, int64_t max_chunk) const {
@@ -137,6 +138,18 @@ ExpectedTensors DecoderModelImpl::expected_tensors() const {
   for (const auto& p : named_parameters()) e[p.key()] = {p.value().sizes().vec(), false};
   if (!lm_head) e["lm_head.weight"] = {{config_.vocab_size, config_.hidden_size}, true};
   return e;
+}
+
+void DecoderModelImpl::set_weights_dtype(at::ScalarType dtype) {
+  SUBQ_CHECK(dtype == torch::kFloat32 || dtype == torch::kBFloat16,
+             "set_weights_dtype: expected f32 or bf16");
+  torch::NoGradGuard no_grad;
+  for (auto& p : named_parameters()) {
+    at::Tensor& t = p.value();
+    // The matrices: embeddings and projections (norms, gates and LoRA stay f32).
+    if (t.dim() != 2 || p.key().find("lora_") != std::string::npos) continue;
+    t.set_data(t.to(dtype));
+  }
 }
 
 std::string DecoderModelImpl::parameter_group(const std::string& name) {

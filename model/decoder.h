@@ -81,6 +81,10 @@ class DecoderModelImpl : public torch::nn::Module {
   // when the embeddings are tied).
   ExpectedTensors expected_tensors() const;
 
+  // Keeps the weight matrices (embeddings, projections) in `dtype`: f32, or bf16 for inference,
+  // read as bf16 and computed in f32 (linear_any). Norms, gates and LoRA stay f32.
+  void set_weights_dtype(at::ScalarType dtype);
+
   // Parameters that can be frozen or trained as a group (see set_trainable).
   //   "embeddings"  embed_tokens and lm_head
   //   "norms"       every RMSNorm

@@ -1,5 +1,8 @@
 #include "model/modules.h"
 
+#include "subq/matvec.h"
+#include "torch/torch_bridge.h"
+
 #include <torch/nn/functional.h>
 
 #include <cmath>
@@ -22,8 +25,29 @@ ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, bool with_bias) {
   if (with_bias) bias = register_parameter("bias", torch::zeros({out}));
 }
 
+at::Tensor linear_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  const int64_t in = w.size(1), out = w.size(0);
+  const int64_t rows = in > 0 ? x.numel() / in : 0;
+  const bool bf16 = w.scalar_type() == torch::kBFloat16;
+  static const bool no_mv = std::getenv("SUBQ_NO_MATVEC") != nullptr;
+  if (!(no_mv && !bf16) && rows >= 1 && rows <= kMatvecMaxRows &&
+      x.scalar_type() == torch::kFloat32 &&
+      !(torch::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad()))) {
+    const at::Tensor x2 = x.reshape({rows, in}).contiguous();
+    const at::Tensor wc = w.contiguous();
+    at::Tensor y = torch::empty({rows, out});
+    matvec(torch_ops::to_view(wc, "linear", "weight"), torch_ops::to_view(x2, "linear", "x"),
+           torch_ops::to_view(y, "linear", "y"));
+    if (b.defined()) y += b;
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = out;
+    return y.view(shape);
+  }
+  return torch::nn::functional::linear(x, bf16 ? w.to(torch::kFloat32) : w, b);
+}
+
 at::Tensor ProjectionImpl::forward(const at::Tensor& x) {
-  at::Tensor y = torch::nn::functional::linear(x, weight, bias);
+  at::Tensor y = linear_any(x, weight, bias);
   if (has_lora())
     y = y + lora_scaling *
                 torch::nn::functional::linear(torch::nn::functional::linear(x, lora_A), lora_B);

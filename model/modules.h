@@ -37,6 +37,12 @@ class ProjectionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Projection);
 
+// y = x W^T + b for x [..., in] and W [out, in] of f32 or bf16. A bf16 W is read as bf16 and
+// computed in f32: through subq's matvec when x has at most kMatvecMaxRows rows (a decode
+// step, memory-bound: half the bytes), else by converting W to f32 for libtorch's GEMM (a
+// prefill, compute-bound). Without autograd, a few rows with f32 W take subq's matvec too.
+at::Tensor linear_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
+
 // cos and sin of the rotary angles for positions [pos0, pos0 + T), [T, head_dim] each, computed
 // as transformers does: inv_freq = 1 / theta^(2i / d) in float32 (then scaled by the config's
 // rope type: linear, llama3 or yarn, as modeling_rope_utils.py), angles = pos * inv_freq,

@@ -8,9 +8,12 @@
 //        With it: the first PREFILL tokens through the cache in chunks of CHUNK, then one
 //        token at a time. Writes "logits" f32 [B, T, vocab].
 //   model_tool resave DIR OUT_DIR DTYPE SHARD_BYTES   load, then save (f32 | bf16 | f16)
+// SUBQ_MODEL_TOOL_WEIGHTS=bf16 makes `logits` keep the weight matrices in bf16
+// (DecoderModelImpl::set_weights_dtype).
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -50,6 +53,8 @@ int init(const std::string& config_path, const std::string& out, uint64_t seed) 
 int logits(const std::string& dir, const std::string& ids_path, const std::string& out,
            int64_t prefill, int64_t chunk) {
   DecoderModel model = load_model(dir);
+  if (const char* w = std::getenv("SUBQ_MODEL_TOOL_WEIGHTS"); w && std::string(w) == "bf16")
+    model->set_weights_dtype(torch::kBFloat16);
   torch::NoGradGuard no_grad;
   const auto j = read_json(ids_path);
   std::vector<std::vector<int64_t>> rows = j.get<std::vector<std::vector<int64_t>>>();

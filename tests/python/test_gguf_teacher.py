@@ -53,6 +53,31 @@ def test_logits_on_1k_tokens_match_transformers(tmp_path, teacher):
     assert torch.equal(have.argmax(-1), want.argmax(-1))
 
 
+def test_bf16_weights_stay_close_to_f32(tmp_path, teacher):
+    """--weights bf16: weights read as bf16, computed in f32. Over 1024 tokens the logits stay
+    within 2e-2 (relative to the largest) of the f32 weights', and prefill + token-by-token decode
+    (subq's matvec) gives the one-forward logits (libtorch's GEMM on the same weights)."""
+    _, tok = teacher
+    ids = tok(ENGLISH.read_text(), add_special_tokens=False)["input_ids"][:1024]
+    (tmp_path / "ids.json").write_text(json.dumps([ids]))
+
+    def logits(name, *extra, weights="f32"):
+        out = tmp_path / f"{name}.safetensors"
+        env = dict(os.environ, SUBQ_MODEL_TOOL_WEIGHTS=weights)
+        r = subprocess.run([TOOL, "logits", TEACHER, tmp_path / "ids.json", out, *map(str, extra)],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        return load_file(str(out))["logits"].double()
+
+    f32 = logits("f32")
+    bf16 = logits("bf16", weights="bf16")
+    err = ((bf16 - f32).abs().max() / f32.abs().max()).item()
+    print(f"bf16 weights, 1024 tokens: max relative logit error {err:.2e}")
+    assert err <= 2e-2
+    decoded = logits("bf16_decode", 1000, 512, weights="bf16")
+    assert ((decoded - bf16).abs().max() / bf16.abs().max()).item() <= 1e-4
+
+
 def test_greedy_generation_matches_transformers(teacher):
     model, tok = teacher
     prompt = ("<|im_start|>user\nWhat are the three primary colours, and why?<|im_end|>\n"
