@@ -54,14 +54,14 @@ struct Row {
   double tok_s, ms_per_token, peak_pct, bandwidth_pct, peak_rss_mib;
 };
 
-void print(const Row& r, const ModelBenchConfig& c, bool& header) {
+void print(const Row& r, const ModelBenchConfig& c, const std::string& weights, bool& header) {
   if (c.csv) {
     if (!header)
       std::printf(
           "length,phase,threads,weights,tok_s,ms_per_token,peak_pct,bandwidth_pct,"
           "peak_rss_mib\n");
     std::printf("%lld,%s,%d,%s,%.1f,%.3f,%.1f,%.1f,%.1f\n", static_cast<long long>(r.length),
-                r.phase.c_str(), r.threads, c.weights.c_str(), r.tok_s, r.ms_per_token, r.peak_pct,
+                r.phase.c_str(), r.threads, weights.c_str(), r.tok_s, r.ms_per_token, r.peak_pct,
                 r.bandwidth_pct, r.peak_rss_mib);
   } else {
     std::printf(
@@ -74,6 +74,14 @@ void print(const Row& r, const ModelBenchConfig& c, bool& header) {
   header = true;
 }
 
+// The f32 weights again after a bf16 pass (set_weights_dtype back to f32 would keep the
+// bf16 rounding).
+void restore_f32(model::DecoderModelImpl& m, const std::vector<at::Tensor>& copy) {
+  torch::NoGradGuard no_grad;
+  size_t i = 0;
+  for (auto& p : m.parameters()) p.set_data(copy[i++].clone());
+}
+
 }  // namespace
 
 CLI::App* add_model_bench_command(CLI::App& bench, ModelBenchConfig& c) {
@@ -82,7 +90,8 @@ CLI::App* add_model_bench_command(CLI::App& bench, ModelBenchConfig& c) {
   m->add_option("--model", c.model, "Checkpoint directory or .gguf (default: the default teacher)");
   m->add_option("--lengths", c.lengths, "Context lengths, e.g. 1024,4096")->capture_default_str();
   m->add_option("--phases", c.phases, "prefill,decode,train")->capture_default_str();
-  m->add_option("--weights", c.weights, "f32 | bf16 (weights read as bf16, computed in f32)")
+  m->add_option("--weights", c.weights,
+                "f32, bf16 or f32,bf16 (bf16: weights read as bf16, computed in f32)")
       ->capture_default_str();
   m->add_option("--threads", c.threads, "Thread counts, e.g. 1,2 (default: all cores)");
   m->add_option("--reps", c.reps, "Runs per figure (median)")->capture_default_str();
@@ -93,8 +102,15 @@ CLI::App* add_model_bench_command(CLI::App& bench, ModelBenchConfig& c) {
 }
 
 int run_model_bench(const ModelBenchConfig& c) {
-  SUBQ_CHECK(c.weights == "f32" || c.weights == "bf16", "--weights: expected f32 or bf16, got ",
-             c.weights);
+  std::vector<std::string> weight_list;
+  {
+    std::stringstream ss(c.weights);
+    for (std::string w; std::getline(ss, w, ',');) {
+      SUBQ_CHECK(w == "f32" || w == "bf16", "--weights: expected f32 and/or bf16, got \"", w, "\"");
+      weight_list.push_back(w);
+    }
+    SUBQ_CHECK(!weight_list.empty(), "--weights: expected f32 and/or bf16");
+  }
   SUBQ_CHECK(c.reps >= 1 && c.reps <= 1000, "--reps: expected 1 to 1000, got ", c.reps);
   SUBQ_CHECK(c.decode_tokens >= 1 && c.decode_tokens <= 100000,
              "--decode-tokens: expected 1 to 100000, got ", c.decode_tokens);
@@ -124,6 +140,9 @@ int run_model_bench(const ModelBenchConfig& c) {
       c.model.empty() ? formats::default_teacher_path() : std::filesystem::path(c.model);
   model::DecoderModel m = model::load_model(path);
   const int64_t params = m->num_parameters();
+  std::vector<at::Tensor> f32_copy;
+  if (std::find(weight_list.begin(), weight_list.end(), "bf16") != weight_list.end())
+    for (const auto& p : m->parameters()) f32_copy.push_back(p.detach().clone());
   const int64_t vocab = m->config().vocab_size;
   bool header = false;
   for (int threads : thread_list) {
@@ -133,45 +152,50 @@ int run_model_bench(const ModelBenchConfig& c) {
     for (int64_t T : lengths) {
       torch::manual_seed(static_cast<uint64_t>(T));
       const at::Tensor ids = torch::randint(0, vocab, {1, T}, torch::kInt64);
-      m->set_weights_dtype(c.weights == "bf16" ? torch::kBFloat16 : torch::kFloat32);
-      if (do_prefill || do_decode) {
-        torch::NoGradGuard no_grad;
-        std::vector<double> prefill_s;
-        for (int r = 0; r < (do_prefill ? c.reps : 1); ++r) {
-          model::ModelCache cache = m->new_cache(1, T + c.decode_tokens + 1, 1024);
-          const auto t0 = Clock::now();
-          for (int64_t s = 0; s < T; s += 1024)
-            m->forward(ids.narrow(1, s, std::min<int64_t>(1024, T - s)), &cache, true);
-          prefill_s.push_back(seconds_since(t0));
-          if (r + 1 < (do_prefill ? c.reps : 1) || !do_decode) continue;
-          // Decode: one token at a time after the prefill, each step timed.
-          std::vector<double> step_s;
-          at::Tensor next = torch::zeros({1, 1}, torch::kInt64);
-          for (int i = 0; i < c.decode_tokens; ++i) {
-            const auto t1 = Clock::now();
-            const at::Tensor logits = m->forward(next, &cache);
-            next = logits.argmax(-1);
-            step_s.push_back(seconds_since(t1));
+      for (size_t wi = 0; wi < weight_list.size(); ++wi) {
+        const std::string& weights = weight_list[wi];
+        // bf16 rounds the f32 weights once; back to f32 for the next pass, from a kept copy.
+        m->set_weights_dtype(weights == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+        if (do_prefill || do_decode) {
+          torch::NoGradGuard no_grad;
+          std::vector<double> prefill_s;
+          for (int r = 0; r < (do_prefill ? c.reps : 1); ++r) {
+            model::ModelCache cache = m->new_cache(1, T + c.decode_tokens + 1, 1024);
+            const auto t0 = Clock::now();
+            for (int64_t s = 0; s < T; s += 1024)
+              m->forward(ids.narrow(1, s, std::min<int64_t>(1024, T - s)), &cache, true);
+            prefill_s.push_back(seconds_since(t0));
+            if (r + 1 < (do_prefill ? c.reps : 1) || !do_decode) continue;
+            // Decode: one token at a time after the prefill, each step timed.
+            std::vector<double> step_s;
+            at::Tensor next = torch::zeros({1, 1}, torch::kInt64);
+            for (int i = 0; i < c.decode_tokens; ++i) {
+              const auto t1 = Clock::now();
+              const at::Tensor logits = m->forward(next, &cache);
+              next = logits.argmax(-1);
+              step_s.push_back(seconds_since(t1));
+            }
+            const double ms = median(step_s) * 1e3;
+            // Bytes per step: every weight once, and the KV cache of the context read once.
+            const double bytes = static_cast<double>(weight_bytes(*m)) +
+                                 static_cast<double>(m->cache_cost(1024).bytes_per_token) *
+                                     static_cast<double>(T + c.decode_tokens / 2);
+            const double bound_ms = bytes / (bandwidth * 1e9) * 1e3;
+            print({T, "decode", threads, 1e3 / ms, ms, 0.0, 100.0 * bound_ms / ms,
+                   static_cast<double>(peak_rss_bytes()) / (1 << 20)},
+                  c, weights, header);
           }
-          const double ms = median(step_s) * 1e3;
-          // Bytes per step: every weight once, and the KV cache of the context read once.
-          const double bytes = static_cast<double>(weight_bytes(*m)) +
-                               static_cast<double>(m->cache_cost(1024).bytes_per_token) *
-                                   static_cast<double>(T + c.decode_tokens / 2);
-          const double bound_ms = bytes / (bandwidth * 1e9) * 1e3;
-          print({T, "decode", threads, 1e3 / ms, ms, 0.0, 100.0 * bound_ms / ms,
-                 static_cast<double>(peak_rss_bytes()) / (1 << 20)},
-                c, header);
+          if (do_prefill) {
+            const double s = median(prefill_s);
+            const double flops =
+                2.0 * static_cast<double>(params) * static_cast<double>(T) + attention_flops(*m, T);
+            print({T, "prefill", threads, static_cast<double>(T) / s,
+                   s * 1e3 / static_cast<double>(T), 100.0 * flops / s * 1e-9 / peak, 0.0,
+                   static_cast<double>(peak_rss_bytes()) / (1 << 20)},
+                  c, weights, header);
+          }
         }
-        if (do_prefill) {
-          const double s = median(prefill_s);
-          const double flops =
-              2.0 * static_cast<double>(params) * static_cast<double>(T) + attention_flops(*m, T);
-          print({T, "prefill", threads, static_cast<double>(T) / s,
-                 s * 1e3 / static_cast<double>(T), 100.0 * flops / s * 1e-9 / peak, 0.0,
-                 static_cast<double>(peak_rss_bytes()) / (1 << 20)},
-                c, header);
-        }
+        if (weights == "bf16") restore_f32(*m, f32_copy);
       }
       if (do_train) {
         // One step of every parameter: forward, next-token cross-entropy, backward (no
@@ -196,7 +220,7 @@ int run_model_bench(const ModelBenchConfig& c) {
         print({T, "train", threads, static_cast<double>(T) / s, s * 1e3 / static_cast<double>(T),
                100.0 * flops / s * 1e-9 / peak, 0.0,
                static_cast<double>(peak_rss_bytes()) / (1 << 20)},
-              c, header);
+              c, "f32", header);
         m->zero_grad();
         for (auto& p : m->parameters()) p.set_requires_grad(false);
         m->eval();

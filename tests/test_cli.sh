@@ -77,6 +77,25 @@ contains "$out" "^flash,ref," "ref row"
 expect 0 "bench peak" -- "$SUBQ" bench peak --threads 1
 contains "$out" "peak_gflops" "bench peak prints peak_gflops"
 
+expect 0 "bench bandwidth" -- "$SUBQ" bench bandwidth --threads 1 --csv
+contains "$out" "^threads,bandwidth_gbs$" "bench bandwidth csv header"
+contains "$out" "^1,[0-9]" "bench bandwidth row"
+expect 2 "bench bandwidth bad --threads" -- "$SUBQ" bench bandwidth --threads 100000000
+
+# The whole model (builds with libtorch only): the default teacher at a short length.
+if "$SUBQ" bench model --help >/dev/null 2>&1; then
+  expect 0 "bench model" -- "$SUBQ" bench model --lengths 16,32 --weights f32,bf16 --reps 1 \
+    --decode-tokens 2 --threads 1 --csv
+  contains "$out" "^length,phase,threads,weights,tok_s,ms_per_token,peak_pct,bandwidth_pct,peak_rss_mib$" \
+    "bench model csv header"
+  for row in "^16,prefill,1,f32," "^32,decode,1,bf16," "^32,train,1,f32,"; do
+    contains "$out" "$row" "bench model row $row"
+  done
+  expect 2 "bench model bad --weights" -- "$SUBQ" bench model --weights f16
+  expect 2 "bench model bad --phases" -- "$SUBQ" bench model --phases warmup
+  expect 2 "bench model bad --lengths" -- "$SUBQ" bench model --lengths 0
+fi
+
 # The linear-attention family: bench commands, CSV rows, decode.
 for op in linear simple_gla gla hybrid conv; do
   expect 0 "bench $op" -- "$SUBQ" bench "$op" --T 128 --H 2 --D 32 --reps 1 --warmup 0 --backward --csv
