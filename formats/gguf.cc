@@ -406,6 +406,13 @@ std::vector<int64_t> GgufMetadata::integers(std::string_view key) const {
   return *s;
 }
 
+std::vector<double> GgufMetadata::numbers(std::string_view key) const {
+  const GgufValue& v = at(key);
+  const auto* s = std::get_if<std::vector<double>>(&v.value);
+  if (!s) fail(key, "an array of floats", v);
+  return *s;
+}
+
 // ---------------------------------------------------------------------------------------------
 // GgufFile
 

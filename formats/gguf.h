@@ -96,6 +96,7 @@ class GgufMetadata {
   std::string string_or(std::string_view key, std::string fallback) const;
   std::vector<std::string> strings(std::string_view key) const;  // an array of strings
   std::vector<int64_t> integers(std::string_view key) const;     // an array of integers
+  std::vector<double> numbers(std::string_view key) const;       // an array of floats
 
  private:
   const GgufValue& at(std::string_view key) const;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "formats/tokenizer_bpe.h"
+#include "formats/tokenizer_sentencepiece.h"
 #include "subq/error.h"
 
 namespace subq::formats {
@@ -147,6 +148,91 @@ json pre_tokenizer_for(const std::string& pre, const std::string& src) {
                              "deepseek-r1-qwen)"));
 }
 
+// A protobuf writer for the few fields of sentencepiece_model.proto that a GGUF `llama`
+// tokenizer fills (field numbers from that file): varints, 32-bit floats, and length-delimited
+// strings and messages.
+class ProtoWriter {
+ public:
+  void varint(uint32_t field, uint64_t v) {
+    key(field, 0);
+    raw_varint(v);
+  }
+  void int32(uint32_t field, int32_t v) {  // negative: ten bytes, two's complement
+    varint(field, static_cast<uint64_t>(static_cast<int64_t>(v)));
+  }
+  void float32(uint32_t field, float v) {
+    key(field, 5);
+    char b[4];
+    std::memcpy(b, &v, 4);
+    out_.append(b, 4);
+  }
+  void bytes(uint32_t field, std::string_view v) {
+    key(field, 2);
+    raw_varint(v.size());
+    out_.append(v);
+  }
+  const std::string& str() const { return out_; }
+
+ private:
+  void key(uint32_t field, uint32_t wire_type) { raw_varint((uint64_t{field} << 3) | wire_type); }
+  void raw_varint(uint64_t v) {
+    while (v >= 0x80) {
+      out_.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out_.push_back(static_cast<char>(v));
+  }
+  std::string out_;
+};
+
+// tokenizer.ggml.model "llama": llama.cpp's converter wrote a SentencePiece BPE model's pieces,
+// scores and types; rebuild that ModelProto (identity normalizer, byte fallback when there are
+// byte pieces, the dummy prefix unless add_space_prefix is false) for libsentencepiece.
+std::unique_ptr<Tokenizer> gguf_sentencepiece(const GgufMetadata& md, const std::string& src,
+                                              const std::vector<std::string>& tokens) {
+  SUBQ_CHECK(md.has("tokenizer.ggml.scores"), src,
+             ": tokenizer.ggml.scores is missing (a llama tokenizer needs its piece scores)");
+  const std::vector<double> scores = md.numbers("tokenizer.ggml.scores");
+  const std::vector<int64_t> types = md.integers("tokenizer.ggml.token_type");
+  SUBQ_CHECK(scores.size() == tokens.size() && types.size() == tokens.size(), src,
+             ": tokenizer.ggml.scores and token_type must have one entry per token (",
+             tokens.size(), "), got ", scores.size(), " and ", types.size());
+  ProtoWriter model;
+  bool has_bytes = false;
+  for (size_t id = 0; id < tokens.size(); ++id) {
+    SUBQ_CHECK(types[id] >= 1 && types[id] <= 6, src, ": tokenizer.ggml.token_type[", id,
+               "]: expected 1 to 6, got ", types[id]);
+    has_bytes |= types[id] == 6;
+    ProtoWriter piece;
+    piece.bytes(1, tokens[id]);                         // piece
+    piece.float32(2, static_cast<float>(scores[id]));   // score
+    piece.varint(3, static_cast<uint64_t>(types[id]));  // type: NORMAL 1 .. BYTE 6
+    model.bytes(1, piece.str());                        // ModelProto.pieces
+  }
+  ProtoWriter trainer;
+  trainer.varint(3, 2);  // model_type BPE
+  trainer.varint(4, tokens.size());
+  trainer.varint(35, has_bytes ? 1 : 0);  // byte_fallback
+  const auto piece_of = [&](const char* key, uint32_t field) {
+    if (!md.has(key)) return;
+    const int64_t id = md.integer(key);
+    SUBQ_CHECK(id >= 0 && id < static_cast<int64_t>(tokens.size()), src, ": ", key, ": id ", id,
+               " is not in the vocabulary of ", tokens.size());
+    trainer.bytes(field, tokens[static_cast<size_t>(id)]);
+  };
+  piece_of("tokenizer.ggml.unknown_token_id", 45);  // unk_piece
+  piece_of("tokenizer.ggml.bos_token_id", 46);      // bos_piece
+  piece_of("tokenizer.ggml.eos_token_id", 47);      // eos_piece
+  model.bytes(2, trainer.str());
+  ProtoWriter normalizer;
+  normalizer.bytes(1, "identity");
+  normalizer.varint(3, md.boolean_or("tokenizer.ggml.add_space_prefix", true) ? 1 : 0);
+  normalizer.varint(4, 0);  // remove_extra_whitespaces
+  normalizer.varint(5, 1);  // escape_whitespaces
+  model.bytes(3, normalizer.str());
+  return sentencepiece_tokenizer_from_proto(model.str(), src);
+}
+
 }  // namespace
 
 bool is_gguf_path(const fs::path& path) {
@@ -215,9 +301,11 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const fs::path& path) {
 std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufHeader& header, const std::string& src) {
   const GgufMetadata md(header, src);
   const std::string model = md.string("tokenizer.ggml.model");
-  SUBQ_CHECK(model == "gpt2", src, ": tokenizer.ggml.model: \"", model,
-             "\" is not supported yet (supported: gpt2, byte-level BPE)");
+  SUBQ_CHECK(model == "gpt2" || model == "llama", src, ": tokenizer.ggml.model: \"", model,
+             "\" is not supported (supported: gpt2, byte-level BPE; llama, SentencePiece)");
   const std::vector<std::string> tokens = md.strings("tokenizer.ggml.tokens");
+  SUBQ_CHECK(!tokens.empty(), src, ": tokenizer.ggml.tokens is empty");
+  if (model == "llama") return gguf_sentencepiece(md, src, tokens);
   const std::vector<std::string> merges = md.strings("tokenizer.ggml.merges");
   std::vector<int64_t> types;
   if (md.has("tokenizer.ggml.token_type")) {

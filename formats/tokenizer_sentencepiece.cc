@@ -17,6 +17,19 @@ class SentencePieceTokenizer final : public Tokenizer {
     SUBQ_CHECK(fs::is_regular_file(file, ec), file_, ": no such SentencePiece model file");
     const sentencepiece::util::Status status = processor_.Load(file_);
     SUBQ_CHECK(status.ok(), file_, ": not a valid SentencePiece model: ", status.ToString());
+    init();
+  }
+  // From a serialized ModelProto; `source` names it in errors.
+  SentencePieceTokenizer(std::string_view serialized, std::string source)
+      : file_(std::move(source)) {
+    const sentencepiece::util::Status status =
+        processor_.LoadFromSerializedProto(std::string(serialized));
+    SUBQ_CHECK(status.ok(), file_, ": not a valid SentencePiece model: ", status.ToString());
+    init();
+  }
+
+ private:
+  void init() {
     vocab_size_ = processor_.GetPieceSize();
     SUBQ_CHECK(vocab_size_ > 0, file_, ": the SentencePiece model has no pieces");
     const auto id_or_none = [&](int id) -> std::optional<int32_t> {
@@ -35,6 +48,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     }
   }
 
+ public:
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const override {
     const size_t valid = valid_utf8_prefix_length(text);
     SUBQ_CHECK_ARG(valid == text.size(), "SentencePieceTokenizer::encode", "text", "valid UTF-8",
@@ -124,6 +138,11 @@ class SentencePieceTokenizer final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path& model_file) {
   return std::make_unique<SentencePieceTokenizer>(model_file);
+}
+
+std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(std::string_view serialized,
+                                                              const std::string& source) {
+  return std::make_unique<SentencePieceTokenizer>(serialized, source);
 }
 
 }  // namespace subq::formats

@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
+#include <string_view>
 
 #include "formats/tokenizer.h"
 
@@ -14,5 +16,10 @@ namespace subq::formats {
 // decode(ids, false) writes control tokens (BOS, EOS, ...) as their piece text, which the
 // library's decode drops.
 std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::filesystem::path& model_file);
+
+// The same from a serialized ModelProto held in memory (a GGUF file's `llama` tokenizer is
+// rebuilt as one); errors start with `source`.
+std::unique_ptr<Tokenizer> sentencepiece_tokenizer_from_proto(std::string_view serialized,
+                                                              const std::string& source);
 
 }  // namespace subq::formats

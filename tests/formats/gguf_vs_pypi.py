@@ -6,7 +6,9 @@
   rows un-permuted, transformers' names) against the state dict transformers builds from the same
   file, tensor by tensor, and its config;
 - the tokenizer subq builds from that file's metadata against the one transformers builds, on
-  a few hundred varied texts (ids with and without special tokens, decodes).
+  a few hundred varied texts (ids with and without special tokens, decodes);
+- a `llama` (SentencePiece) GGUF tokenizer, written from a model trained here with PyPI
+  sentencepiece as llama.cpp's converter writes one, against that model's own ids.
 
 The tools come from CTest: SUBQ_GGUF_TOOL (tests/formats/gguf_tool.cc) and SUBQ_TOKENIZE_TOOL.
 A missing oracle is a failure, never a skip.
@@ -218,3 +220,59 @@ def test_teacher_tokenizer_matches_transformers(tmp_path, transformers_teacher):
         assert any(ch.isnumeric() for ch in text), text
     print(f"{len(texts)} texts: ids identical to SmolLM2's tokenizer; transformers' GGUF "
           f"tokenizer differs on {len(numeral_diffs)}, each with a numeral")
+
+
+def write_llama_tokenizer_gguf(path, sp, add_bos=True, add_space_prefix=True):
+    """A GGUF `llama` tokenizer as llama.cpp's converter writes it from a SentencePiece model:
+    every piece with its score and type (1 normal, 2 unknown, 3 control, 4 user-defined,
+    5 unused, 6 byte)."""
+    tokens, scores, types = [], [], []
+    for i in range(sp.get_piece_size()):
+        tokens.append(sp.id_to_piece(i))
+        scores.append(sp.get_score(i))
+        types.append(2 if sp.is_unknown(i) else 3 if sp.is_control(i) else
+                     6 if sp.is_byte(i) else 5 if sp.is_unused(i) else 1)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+    w.add_add_bos_token(add_bos)
+    w.add_add_space_prefix(add_space_prefix)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+
+
+def test_llama_sentencepiece_tokenizer_from_gguf(tmp_path):
+    import sentencepiece as spm
+    rng = random.Random(5)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(PROSE * 30 + random_texts(rng, 200)))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"),
+                                   vocab_size=600, model_type="bpe", byte_fallback=True,
+                                   character_coverage=0.9995, num_threads=1,
+                                   # Llama's: no normalization, spaces kept as they are
+                                   normalization_rule_name="identity",
+                                   remove_extra_whitespaces=False)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    path = tmp_path / "llama_tok.gguf"
+    write_llama_tokenizer_gguf(path, sp)
+    texts = [t for t in tokenizer_texts() if "<|" not in t and "[CAT]" not in t and "<mask>" not in t]
+    inp = tmp_path / "in.json"
+    inp.write_text(json.dumps({"texts": texts, "id_lists": []}))
+    out = json.loads(run(TOKENIZE_TOOL, path, inp))
+    assert out["kind"] == "sentencepiece" and out["vocab_size"] == sp.get_piece_size()
+    assert out["bos"] == sp.bos_id() and out["eos"] == sp.eos_id()
+    diffs = []
+    for text, got in zip(texts, out["texts"]):
+        want = sp.encode(text)
+        if got["ids"] != want or got["ids_special"] != [sp.bos_id()] + want:
+            diffs.append((text, got["ids"], want))
+        if got["decoded"] != sp.decode(want):
+            diffs.append((text, got["decoded"], sp.decode(want)))
+    assert not diffs, f"{len(diffs)} of {len(texts)} texts differ; first: {diffs[:3]}"
+    print(f"llama GGUF tokenizer: {len(texts)} texts identical to sentencepiece's")
