@@ -40,28 +40,30 @@ double peak_rss_mib() {
   return static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0);
 }
 
-double bandwidth_gbs(int threads) {
-  static std::map<int, double> cache;
+namespace {
+
+// A machine figure measured once per thread count (with the pool set to that many) and cached.
+double measured_once(std::map<int, double>& cache, int threads, double (*measure)(int)) {
   auto it = cache.find(threads);
   if (it != cache.end()) return it->second;
   const int saved = num_threads();
   set_num_threads(threads);
-  const double b = cpu::measure_read_bandwidth_gbs(threads);
+  const double v = measure(threads);
   set_num_threads(saved);
-  cache[threads] = b;
-  return b;
+  cache[threads] = v;
+  return v;
+}
+
+}  // namespace
+
+double bandwidth_gbs(int threads) {
+  static std::map<int, double> cache;
+  return measured_once(cache, threads, [](int t) { return cpu::measure_read_bandwidth_gbs(t); });
 }
 
 double peak_gflops(int threads) {
   static std::map<int, double> cache;
-  auto it = cache.find(threads);
-  if (it != cache.end()) return it->second;
-  const int saved = num_threads();
-  set_num_threads(threads);
-  const double p = cpu::measure_peak_gflops(threads);
-  set_num_threads(saved);
-  cache[threads] = p;
-  return p;
+  return measured_once(cache, threads, [](int t) { return cpu::measure_peak_gflops(t); });
 }
 
 void Reporter::add(const Row& r) {
