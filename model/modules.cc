@@ -29,8 +29,10 @@ at::Tensor linear_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   const int64_t in = w.size(1), out = w.size(0);
   const int64_t rows = in > 0 ? x.numel() / in : 0;
   const bool bf16 = w.scalar_type() == torch::kBFloat16;
-  static const bool no_mv = std::getenv("SUBQ_NO_MATVEC") != nullptr;
-  if (!(no_mv && !bf16) && rows >= 1 && rows <= kMatvecMaxRows &&
+  // f32 weights: libtorch's GEMV (MKL) was as fast or faster than subq's matvec here
+  // (docs/performance.md); SUBQ_MATVEC_F32=1 uses subq's for them too.
+  static const bool matvec_f32 = std::getenv("SUBQ_MATVEC_F32") != nullptr;
+  if ((bf16 || matvec_f32) && rows >= 1 && rows <= kMatvecMaxRows &&
       x.scalar_type() == torch::kFloat32 &&
       !(torch::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad()))) {
     const at::Tensor x2 = x.reshape({rows, in}).contiguous();
