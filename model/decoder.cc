@@ -147,29 +147,33 @@ void DecoderModelImpl::set_weights_dtype(at::ScalarType dtype) {
   SUBQ_CHECK(dtype == torch::kFloat32 || dtype == torch::kBFloat16,
              "set_weights_dtype: expected f32 or bf16");
   torch::NoGradGuard no_grad;
-  // The matrices: embeddings and projections (norms, gates and LoRA stay f32).
-  std::vector<at::Tensor*> matrices;
-  for (auto& p : named_parameters())
+  // The matrices: embeddings and projections (norms, gates and LoRA stay f32). Tensor handles,
+  // not pointers: named_parameters() returns a temporary, and set_data through a handle changes
+  // the parameter itself (they share one TensorImpl).
+  std::vector<at::Tensor> matrices;
+  for (const auto& p : named_parameters())
     if (p.value().dim() == 2 && p.key().find("lora_") == std::string::npos)
-      matrices.push_back(&p.value());
+      matrices.push_back(p.value());
+  if (matrices.empty()) return;
   // One arena for all of them, in the order a step reads them, on huge pages: a decode step
   // then streams one long region instead of a few hundred 4 KB-paged blocks, each of which
   // restarts the hardware prefetcher.
   int64_t total = 0;
-  for (const at::Tensor* t : matrices) total += (t->numel() + 31) / 32 * 32;
+  for (const at::Tensor& t : matrices) total += (t.numel() + 31) / 32 * 32;
   constexpr size_t kHuge = size_t{2} << 20;
   const size_t bytes = static_cast<size_t>(total) * c10::elementSize(dtype);
-  void* raw = std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
+  const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+  void* raw = std::aligned_alloc(kHuge, rounded);
   SUBQ_CHECK(raw != nullptr, "set_weights_dtype: cannot allocate ", bytes, " bytes");
-  madvise(raw, (bytes + kHuge - 1) / kHuge * kHuge, MADV_HUGEPAGE);  // a hint; may be ignored
+  madvise(raw, rounded, MADV_HUGEPAGE);  // a hint; may be ignored
   at::Tensor arena = torch::from_blob(
-      raw, {total}, [](void* p) { std::free(p); }, torch::TensorOptions().dtype(dtype));
+      raw, {total}, [](void* q) { std::free(q); }, torch::TensorOptions().dtype(dtype));
   int64_t offset = 0;
-  for (at::Tensor* t : matrices) {
-    at::Tensor slot = arena.narrow(0, offset, t->numel()).view(t->sizes());
-    slot.copy_(*t);
-    t->set_data(slot);
-    offset += (t->numel() + 31) / 32 * 32;
+  for (at::Tensor& t : matrices) {
+    at::Tensor slot = arena.narrow(0, offset, t.numel()).view(t.sizes());
+    slot.copy_(t);
+    t.set_data(slot);
+    offset += (t.numel() + 31) / 32 * 32;
   }
 }
 
