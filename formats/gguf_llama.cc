@@ -62,6 +62,9 @@ LlamaConfig gguf_llama_config(const GgufHeader& header, const std::string& src) 
   LlamaConfig c;
   c.hidden_size = size(key("embedding_length"), std::nullopt);
   c.num_hidden_layers = size(key("block_count"), std::nullopt);
+  // Before anything is sized by it (the per-layer specs below, the model's tensors).
+  SUBQ_CHECK(c.num_hidden_layers <= kMaxLayers, src, ": ", key("block_count"),
+             ": expected at most ", kMaxLayers, ", got ", c.num_hidden_layers);
   c.num_attention_heads = size(key("attention.head_count"), std::nullopt);
   c.num_key_value_heads = size(key("attention.head_count_kv"), c.num_attention_heads);
   c.intermediate_size = size(key("feed_forward_length"), std::nullopt);

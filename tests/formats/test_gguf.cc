@@ -308,6 +308,11 @@ TEST(GgufLlama, UnsupportedIsNamed) {
   fails(arch, {"m.gguf", "general.architecture", "\"mamba\" is not supported"});
   GgufBuilder none;
   fails(none, {"general.architecture is missing"});
+  GgufBuilder layers;  // found by fuzz_gguf: 2^31 - 1 layers sized a vector before any check
+  layers.kv_str("general.architecture", "llama");
+  layers.kv_u32("llama.block_count", 0x7fffffff);
+  layers.kv_u32("llama.embedding_length", 4);
+  fails(layers, {"llama.block_count: expected at most 65536"});
   GgufBuilder extra = tiny_llama();
   extra.tensor_f32("blk.0.attn_q.bias", {4}, {0, 0, 0, 0});
   fails(extra, {"tensor 'blk.0.attn_q.bias'", "not part of a supported llama model"});
