@@ -44,14 +44,18 @@ def subq_logits(model_dir, ids, tmp_path, prefill=None, chunk=None):
     return load_file(str(out))["logits"]
 
 
-def random_llama(**kw):
-    cfg = transformers.LlamaConfig(**kw)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():  # norms start at 1: perturb everything so every weight matters
+def perturbed(model):
+    """Norms start at 1 and biases at 0: perturb every weight so that each one matters."""
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     return model
+
+
+def random_llama(**kw):
+    cfg = transformers.LlamaConfig(**kw)
+    torch.manual_seed(0)
+    return perturbed(transformers.LlamaForCausalLM(cfg).eval())
 
 
 LLAMA_CONFIGS = {
@@ -124,11 +128,7 @@ def random_family_model(config_class, kw):
     cfg = getattr(transformers, config_class)(**kw)
     cfg._attn_implementation = "eager"  # the reference masks: sliding windows included
     torch.manual_seed(0)
-    model = getattr(transformers, CAUSAL_LM[config_class])(cfg).eval()
-    with torch.no_grad():  # biases start at 0 and norms at 1: perturb everything
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model
+    return perturbed(getattr(transformers, CAUSAL_LM[config_class])(cfg).eval())
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY_CONFIGS))
