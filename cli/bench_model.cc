@@ -15,6 +15,7 @@
 #include "subq/error.h"
 #include "subq/memory.h"
 #include "subq/threads.h"
+#include "torch/ops.h"
 
 namespace subq::cli {
 namespace {
@@ -47,6 +48,11 @@ int64_t weight_bytes(const model::DecoderModelImpl& m) {
   return b;
 }
 
+// The GEMM the linear layers run on at the current thread count (chosen on first use).
+const char* gemm_name() {
+  return torch_ops::gemm_backend_name(torch_ops::linear_gemm_backend());
+}
+
 struct Row {
   int64_t length;
   std::string phase;
@@ -59,16 +65,16 @@ void print(const Row& r, const ModelBenchConfig& c, const std::string& weights, 
     if (!header)
       std::printf(
           "length,phase,threads,weights,tok_s,ms_per_token,peak_pct,bandwidth_pct,"
-          "peak_rss_mib\n");
-    std::printf("%lld,%s,%d,%s,%.1f,%.3f,%.1f,%.1f,%.1f\n", static_cast<long long>(r.length),
+          "peak_rss_mib,gemm\n");
+    std::printf("%lld,%s,%d,%s,%.1f,%.3f,%.1f,%.1f,%.1f,%s\n", static_cast<long long>(r.length),
                 r.phase.c_str(), r.threads, weights.c_str(), r.tok_s, r.ms_per_token, r.peak_pct,
-                r.bandwidth_pct, r.peak_rss_mib);
+                r.bandwidth_pct, r.peak_rss_mib, gemm_name());
   } else {
     std::printf(
         "length %6lld  %-7s  threads %d  %s weights  %9.1f tok/s  %8.3f ms/token  "
-        "peak %5.1f%%  bandwidth %5.1f%%  peak rss %.0f MiB\n",
-        static_cast<long long>(r.length), r.phase.c_str(), r.threads, c.weights.c_str(), r.tok_s,
-        r.ms_per_token, r.peak_pct, r.bandwidth_pct, r.peak_rss_mib);
+        "peak %5.1f%%  bandwidth %5.1f%%  peak rss %.0f MiB  %s GEMM\n",
+        static_cast<long long>(r.length), r.phase.c_str(), r.threads, weights.c_str(), r.tok_s,
+        r.ms_per_token, r.peak_pct, r.bandwidth_pct, r.peak_rss_mib, gemm_name());
   }
   std::fflush(stdout);
   header = true;
@@ -149,6 +155,13 @@ int run_model_bench(const ModelBenchConfig& c) {
     set_num_threads(threads);
     const double peak = bench::peak_gflops(threads);
     const double bandwidth = bench::bandwidth_gbs(threads);
+    // The GEMM choice (SUBQ_GEMM=auto times both GEMMs) before anything is timed.
+    const char* gemm = gemm_name();
+    const torch_ops::GemmChoiceTimes gt = torch_ops::gemm_choice_times();
+    if (gt.torch_ms > 0)
+      std::fprintf(stderr,
+                   "threads %d: linear layers on %s's GEMM (probe: torch %.2f ms, subq %.2f ms)\n",
+                   threads, gemm, gt.torch_ms, gt.subq_ms);
     for (int64_t T : lengths) {
       torch::manual_seed(static_cast<uint64_t>(T));
       const at::Tensor ids = torch::randint(0, vocab, {1, T}, torch::kInt64);

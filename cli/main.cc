@@ -13,8 +13,10 @@
 #include "bench/bench_linear.h"
 #include "cli/check.h"
 #ifdef SUBQ_HAVE_MODEL
+#include "cli/bench_gemm.h"
 #include "cli/bench_model.h"
 #include "cli/model_commands.h"
+#include "torch/ops.h"
 #endif
 #include "subq/backend.h"
 #include "subq/error.h"
@@ -125,6 +127,8 @@ int main(int argc, char** argv) {
   // subq bench model
   subq::cli::ModelBenchConfig mbc;
   CLI::App* bench_model = subq::cli::add_model_bench_command(*bench, mbc);
+  subq::cli::GemmBenchConfig gbc;
+  CLI::App* bench_gemm = subq::cli::add_gemm_bench_command(*bench, gbc);
   // subq generate, subq info
   subq::cli::GenerateConfig gc;
   CLI::App* generate = subq::cli::add_generate_command(app, gc);
@@ -150,6 +154,9 @@ int main(int argc, char** argv) {
     // here, once, rather than inside the first op.
     subq::resolve_impl(subq::Impl::kAuto);
     subq::num_threads();
+#ifdef SUBQ_HAVE_MODEL
+    subq::torch_ops::gemm_setting();  // SUBQ_GEMM
+#endif
     if (*peak) {
       subq::bench::run_peak_bench(peak_threads, peak_csv);
     } else if (*bandwidth) {
@@ -167,6 +174,8 @@ int main(int argc, char** argv) {
 #ifdef SUBQ_HAVE_MODEL
     else if (*bench_model) {
       return subq::cli::run_model_bench(mbc);
+    } else if (*bench_gemm) {
+      return subq::cli::run_gemm_bench(gbc);
     } else if (*generate) {
       return subq::cli::run_generate(gc);
     } else if (*info) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "model/mixer_impls.h"
+#include "subq/matvec.h"
 
 namespace subq::model {
 
@@ -56,6 +57,22 @@ AttentionProjections register_attention_projections(torch::nn::Module& owner, co
 
 AttentionProjections::Qkv AttentionProjections::project(const at::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1);
+  // A decode step with q, k and v back to back in memory: one matvec over the three.
+  const bool few_rows = B * T <= kMatvecMaxRows && !torch::GradMode::is_enabled();
+  const at::Tensor qkv =
+      few_rows ? adjacent_rows({q_proj.ptr().get(), k_proj.ptr().get(), v_proj.ptr().get()})
+               : at::Tensor();
+  if (qkv.defined()) {
+    const at::Tensor y = linear_any(x, qkv);  // [B, T, (H + 2 Hkv) hd]
+    Qkv r{y.narrow(-1, 0, H * hd).view({B, T, H, hd}),
+          y.narrow(-1, H * hd, Hkv * hd).view({B, T, Hkv, hd}),
+          y.narrow(-1, (H + Hkv) * hd, Hkv * hd).view({B, T, Hkv, hd})};
+    if (q_norm) {
+      r.q = q_norm(r.q);
+      r.k = k_norm(r.k);
+    }
+    return r;
+  }
   Qkv r{q_proj(x).view({B, T, H, hd}), k_proj(x).view({B, T, Hkv, hd}),
         v_proj(x).view({B, T, Hkv, hd})};
   if (q_norm) {

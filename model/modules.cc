@@ -1,6 +1,7 @@
 #include "model/modules.h"
 
 #include "subq/matvec.h"
+#include "torch/ops.h"
 #include "torch/torch_bridge.h"
 
 #include <torch/nn/functional.h>
@@ -13,7 +14,36 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
+namespace {
+
+// A decode step's few rows: no autograd, f32, at most kMatvecMaxRows rows, last dim contiguous.
+// There each small op costs more in dispatch (a few microseconds) than in arithmetic, so the
+// fast paths below do in one loop what the general code does in five to seven torch ops.
+bool decode_rows(const at::Tensor& x, const at::Tensor& w) {
+  const int64_t d = x.dim() > 0 ? x.size(-1) : 0;
+  return x.scalar_type() == torch::kFloat32 && d > 0 && x.numel() / d <= kMatvecMaxRows &&
+         x.stride(-1) == 1 &&
+         !(torch::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad()));
+}
+
+}  // namespace
+
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+  if (decode_rows(x, weight) && x.is_contiguous() && weight.is_contiguous()) {
+    // The formula below, one row at a time (the sum in double: at least as accurate).
+    const int64_t d = x.size(-1), rows = x.numel() / d;
+    at::Tensor y = torch::empty_like(x);
+    const float* xp = x.data_ptr<float>();
+    const float* wp = weight.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int64_t i = 0; i < d; ++i) ss += double(xp[r * d + i]) * xp[r * d + i];
+      const float inv = 1.0f / std::sqrt(static_cast<float>(ss / double(d)) + float(eps));
+      for (int64_t i = 0; i < d; ++i) yp[r * d + i] = wp[i] * (xp[r * d + i] * inv);
+    }
+    return y;
+  }
   // transformers: hidden * rsqrt(mean(hidden^2) + eps), then weight * (in float32).
   const at::Tensor variance = x.pow(2).mean(-1, /*keepdim=*/true);
   return weight * (x * torch::rsqrt(variance + eps));
@@ -45,7 +75,12 @@ at::Tensor linear_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor
     shape.back() = out;
     return y.view(shape);
   }
-  return torch::nn::functional::linear(x, bf16 ? w.to(torch::kFloat32) : w, b);
+  const at::Tensor w32 = bf16 ? w.to(torch::kFloat32) : w;
+  // Many rows: the GEMM chosen for this machine (SUBQ_GEMM; docs/performance.md, "GEMM").
+  if (x.scalar_type() == torch::kFloat32 &&
+      torch_ops::linear_gemm_backend() == torch_ops::GemmBackend::kSubq)
+    return torch_ops::linear(x, w32, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
+  return torch::nn::functional::linear(x, w32, b);
 }
 
 at::Tensor ProjectionImpl::forward(const at::Tensor& x) {
@@ -141,6 +176,26 @@ RopeTable make_rope_table(int64_t pos0, int64_t T, const formats::LlamaConfig& c
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
+  if (decode_rows(x, x) && x.dim() == 4 && rope.cos.is_contiguous() && rope.sin.is_contiguous()) {
+    // x [B, T, H, hd] (any strides but the last), cos, sin [T, hd] -> a contiguous result.
+    const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3), half = hd / 2;
+    at::Tensor y = torch::empty({B, T, H, hd});
+    const float* xp = x.data_ptr<float>();
+    const float* cp = rope.cos.data_ptr<float>();
+    const float* sp = rope.sin.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < H; ++h) {
+          const float* xr = xp + b * x.stride(0) + t * x.stride(1) + h * x.stride(2);
+          float* yr = yp + ((b * T + t) * H + h) * hd;
+          for (int64_t i = 0; i < hd; ++i) {
+            const float rotated = i < half ? -xr[i + half] : xr[i - half];
+            yr[i] = xr[i] * cp[t * hd + i] + rotated * sp[t * hd + i];
+          }
+        }
+    return y;
+  }
   const int64_t half = x.size(-1) / 2;
   const at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   const at::Tensor rotated = torch::cat({-x2, x1}, -1);
@@ -155,7 +210,46 @@ MlpImpl::MlpImpl(int64_t hidden, int64_t intermediate, bool bias) {
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
+  const at::Tensor gu = decode_rows(x, gate_proj->weight)
+                            ? adjacent_rows({gate_proj.ptr().get(), up_proj.ptr().get()})
+                            : at::Tensor();
+  if (gu.defined()) {
+    // A decode step with gate and up back to back in memory: one matvec over both, and
+    // silu(gate) * up in one loop.
+    const int64_t I = gate_proj->weight.size(0);
+    const at::Tensor y = linear_any(x, gu).reshape({-1, 2 * I}).contiguous();
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = I;
+    at::Tensor h = torch::empty(shape);
+    const float* yp = y.data_ptr<float>();
+    float* hp = h.data_ptr<float>();
+    for (int64_t r = 0; r < y.size(0); ++r)
+      for (int64_t i = 0; i < I; ++i) {
+        const float g = yp[r * 2 * I + i];
+        hp[r * I + i] = g / (1.0f + std::exp(-g)) * yp[r * 2 * I + I + i];
+      }
+    return down_proj(h);
+  }
   return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+at::Tensor adjacent_rows(std::initializer_list<const ProjectionImpl*> projections) {
+  const ProjectionImpl* first = *projections.begin();
+  const at::Tensor& w0 = first->weight;
+  if (!w0.is_contiguous()) return {};
+  const int64_t in = w0.size(1);
+  const char* next = static_cast<const char*>(w0.data_ptr());
+  int64_t rows = 0;
+  for (const ProjectionImpl* p : projections) {
+    const at::Tensor& w = p->weight;
+    if (p->bias.defined() || p->has_lora() || !w.is_contiguous() || w.size(1) != in ||
+        w.scalar_type() != w0.scalar_type() || w.data_ptr() != next ||
+        !w.storage().is_alias_of(w0.storage()))
+      return {};
+    next += w.nbytes();
+    rows += w.size(0);
+  }
+  return w0.as_strided({rows, in}, {in, 1}, w0.storage_offset());
 }
 
 namespace {

@@ -39,8 +39,10 @@ TORCH_MODULE(Projection);
 
 // y = x W^T + b for x [..., in] and W [out, in] of f32 or bf16. A bf16 W is read as bf16 and
 // computed in f32: through subq's matvec when x has at most kMatvecMaxRows rows (a decode
-// step, memory-bound: half the bytes), else by converting W to f32 for libtorch's GEMM (a
-// prefill, compute-bound). Without autograd, a few rows with f32 W take subq's matvec too.
+// step, memory-bound: half the bytes), else by converting W to f32 for the GEMM (a prefill,
+// compute-bound). f32 W with many rows runs on the GEMM chosen for this machine: libtorch's
+// (MKL) or subq's (torch_ops::linear_gemm_backend, SUBQ_GEMM). SUBQ_MATVEC_F32=1 sends a few
+// rows with f32 W to subq's matvec too (without autograd).
 at::Tensor linear_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
 
 // cos and sin of the rotary angles for positions [pos0, pos0 + T), [T, head_dim] each, computed
@@ -64,6 +66,11 @@ class MlpImpl : public torch::nn::Module {
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(Mlp);
+
+// The weights of bias- and LoRA-free projections that lie back to back in one storage (the arena
+// of DecoderModelImpl::set_weights_dtype) as one [sum of rows, in] matrix: a decode step then
+// reads them in one matvec. Undefined when they do not.
+at::Tensor adjacent_rows(std::initializer_list<const ProjectionImpl*> projections);
 
 // N(0, 0.02) as transformers' initializer_range: for a model built from a config, not loaded.
 void init_normal(at::Tensor& t, double std = 0.02);

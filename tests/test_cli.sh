@@ -86,7 +86,7 @@ expect 2 "bench bandwidth bad --threads" -- "$SUBQ" bench bandwidth --threads 10
 if "$SUBQ" bench --help 2>&1 | grep -q "^  model "; then
   expect 0 "bench model" -- "$SUBQ" bench model --lengths 16,32 --weights f32,bf16 --reps 1 \
     --decode-tokens 2 --threads 1 --csv
-  contains "$out" "^length,phase,threads,weights,tok_s,ms_per_token,peak_pct,bandwidth_pct,peak_rss_mib$" \
+  contains "$out" "^length,phase,threads,weights,tok_s,ms_per_token,peak_pct,bandwidth_pct,peak_rss_mib,gemm$" \
     "bench model csv header"
   for row in "^16,prefill,1,f32," "^32,decode,1,bf16," "^32,train,1,f32,"; do
     contains "$out" "$row" "bench model row $row"
@@ -94,6 +94,17 @@ if "$SUBQ" bench --help 2>&1 | grep -q "^  model "; then
   expect 2 "bench model bad --weights" -- "$SUBQ" bench model --weights f16
   expect 2 "bench model bad --phases" -- "$SUBQ" bench model --phases warmup
   expect 2 "bench model bad --lengths" -- "$SUBQ" bench model --lengths 0
+  expect 2 "bad SUBQ_GEMM" -- env SUBQ_GEMM=mkl "$SUBQ" bench peak
+  # The linear layers on subq's GEMM through a training step.
+  expect 0 "bench model on subq's GEMM" -- env SUBQ_GEMM=subq "$SUBQ" bench model --lengths 16 \
+    --phases prefill,train --reps 1 --threads 1 --csv
+  contains "$out" "^16,train,1,f32," "bench model subq GEMM train row"
+  expect 0 "bench gemm" -- "$SUBQ" bench gemm --rows 20 --shapes 33x70 --reps 1 --threads 1 --csv
+  contains "$out" "^rows,in,out,pass,impl,threads,ms,gflops,peak_pct$" "bench gemm csv header"
+  for row in "^20,33,70,fwd,torch,1," "^20,33,70,bwd_input,onednn,1," "^20,33,70,bwd_weight,subq,1,"; do
+    contains "$out" "$row" "bench gemm row $row"
+  done
+  expect 2 "bench gemm bad --shapes" -- "$SUBQ" bench gemm --shapes 576by576
 fi
 
 # The linear-attention family: bench commands, CSV rows, decode.

@@ -6,6 +6,7 @@
 #include "subq/backend.h"
 #include "subq/error.h"
 #include "subq/flash.h"
+#include "subq/gemm.h"
 #include "tests/test_util.h"
 
 namespace subq {
@@ -76,6 +77,23 @@ TEST_F(ForcedTarget, EveryTargetMatchesTheReference) {
     flash_attention_decode(q1, kc2, vc2, lens, {}, {}, o2, l2, dopt);
     EXPECT_LE(rel_rms(o1, o2), 1e-5);
     EXPECT_LE(rel_rms(l1, l2), 1e-5);
+
+    // The GEMM: a in place times a transposed b (the gathered pack), and a transposed (packed).
+    for (bool a_t : {false, true}) {
+      const int64_t M = 37, N = 70, K = 300;
+      Tensor a =
+          randn(a_t ? std::vector<int64_t>{K, M} : std::vector<int64_t>{M, K}, DType::kF32, 9);
+      Tensor b = randn({N, K}, DType::kF32, 10), c = Tensor::empty({M, N}, DType::kF32);
+      gemm(a_t ? TensorView(a.data(), DType::kF32, {M, K}, {1, M}) : a.view(),
+           TensorView(b.data(), DType::kF32, {K, N}, {1, K}), c.view());
+      std::vector<double> want(M * N, 0.0), got = test::values(c.view());
+      const float *ap = a.data_as<float>(), *bp = b.data_as<float>();
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t k = 0; k < K; ++k)
+            want[m * N + n] += double(a_t ? ap[k * M + m] : ap[m * K + k]) * bp[n * K + k];
+      EXPECT_LE(rel_rms(got, want), 1e-6) << "gemm, a transposed: " << a_t;
+    }
   }
   EXPECT_TRUE(has_fallback) << "the portable fallback target is not compiled in";
 }

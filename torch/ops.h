@@ -97,4 +97,25 @@ at::Tensor hybrid_attention(const at::Tensor& q, const at::Tensor& k, const at::
                             const std::optional<at::Tensor>& meta_k,
                             const std::optional<at::Tensor>& meta_v, int64_t chunk_size);
 
+// ---- linear layers on subq's GEMM (subq/gemm.h) ----
+// y = x Wᵀ (+ b) for f32 x [..., in], W [out, in], b [out]; differentiable in all three, the
+// backward on subq's GEMM too (dx = dy W, dW = dyᵀ x).
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias = std::nullopt);
+
+// Which GEMM the model's linear layers run on: libtorch's (MKL in the PyPI wheel) or subq's.
+// SUBQ_GEMM=torch|subq|auto; auto (the default) times both on a typical layer, once per thread
+// count (about 50 ms on 2 cores), and keeps the faster (docs/performance.md, "GEMM").
+enum class GemmBackend { kTorch, kSubq };
+// SUBQ_GEMM's value, checked (throws subq::Error on anything else): torch, subq or auto.
+std::string gemm_setting();
+GemmBackend linear_gemm_backend();
+const char* gemm_backend_name(GemmBackend b);
+// The times of the auto choice (ms per forward + backward of the probe layer; 0 when the choice
+// came from SUBQ_GEMM or has not been made yet).
+struct GemmChoiceTimes {
+  double torch_ms = 0, subq_ms = 0;
+};
+GemmChoiceTimes gemm_choice_times();
+
 }  // namespace subq::torch_ops

@@ -10,6 +10,7 @@
 #include "model/decoder.h"
 #include "model/generate.h"
 #include "model/mechanism.h"
+#include "model/modules.h"
 #include "subq/error.h"
 
 namespace subq::model {
@@ -154,6 +155,53 @@ TEST(Cache, SizesAndErrors) {
   ModelCache small = m->new_cache(1, 16, 8);
   EXPECT_THROW(m->forward(torch::zeros({1, 9}, torch::kInt64), &small), Error);  // 9 > max_chunk
   EXPECT_THROW(m->forward(torch::zeros({2, 1}, torch::kInt64), &small), Error);  // batch 2 != 1
+}
+
+// The decode step's fast paths (one matvec over q, k and v and one over gate and up, when the
+// weights lie back to back in the arena; RMSNorm, RoPE and silu · up in one loop each) against
+// the general code: the same model decoded token by token with autograd on, which takes none of
+// them.
+TEST(Decode, FastPathsMatchTheGeneralCode) {
+  for (const char* mech : {"softmax", "linear"}) {
+    LlamaConfig c = tiny_config({layer(mech), layer("softmax")});
+    c.qk_norm = std::string(mech) == "softmax";  // Qwen3's per-head norms on the narrowed views
+    DecoderModel fast(c), general(c);
+    {
+      torch::NoGradGuard no_grad;
+      auto src = fast->parameters();
+      auto dst = general->parameters();
+      for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+    }
+    fast->set_weights_dtype(torch::kFloat32);  // the arena: q, k, v (and gate, up) adjacent
+    std::map<std::string, const ProjectionImpl*> proj;
+    for (const auto& m : fast->named_modules())
+      if (auto* p = dynamic_cast<const ProjectionImpl*>(m.value().get())) proj[m.key()] = p;
+    const std::string a = "model.layers.1.self_attn.", f = "model.layers.1.mlp.";
+    ASSERT_TRUE(proj.count(a + "q_proj")) << "module names changed";
+    const at::Tensor qkv =
+        adjacent_rows({proj[a + "q_proj"], proj[a + "k_proj"], proj[a + "v_proj"]});
+    ASSERT_TRUE(qkv.defined()) << "q, k and v are not adjacent in the arena";
+    EXPECT_TRUE(
+        torch::equal(qkv, torch::cat({proj[a + "q_proj"]->weight, proj[a + "k_proj"]->weight,
+                                      proj[a + "v_proj"]->weight})));
+    EXPECT_TRUE(adjacent_rows({proj[f + "gate_proj"], proj[f + "up_proj"]}).defined());
+    EXPECT_FALSE(adjacent_rows({proj[f + "gate_proj"], proj[f + "down_proj"]}).defined());
+    EXPECT_FALSE(adjacent_rows({proj[a + "k_proj"], proj[a + "q_proj"]}).defined());
+
+    const at::Tensor ids = torch::randint(0, 50, {1, 7}, torch::kInt64);
+    ModelCache cf = fast->new_cache(1, 16, 8), cg = general->new_cache(1, 16, 8);
+    for (int64_t t = 0; t < 7; ++t) {
+      at::Tensor lf, lg;
+      {
+        torch::NoGradGuard no_grad;
+        lf = fast->forward(ids.narrow(1, t, 1), &cf);
+      }
+      lg = general->forward(ids.narrow(1, t, 1), &cg);  // autograd on: the general code
+      EXPECT_TRUE(lg.requires_grad());
+      EXPECT_LE((lf - lg.detach()).abs().max().item<double>(), 1e-5 * lg.abs().max().item<double>())
+          << mech << " step " << t;
+    }
+  }
 }
 
 TEST(Forward, BadIdsAreErrors) {

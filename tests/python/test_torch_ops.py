@@ -213,6 +213,43 @@ def test_hybrid_cache_decode_matches_forward():
     assert cache.nbytes() > 0
 
 
+@pytest.mark.parametrize("shape,inp,out,bias", [
+    ((37, 70), 70, 45, False),
+    ((2, 19, 300), 300, 70, True),   # more than one depth pass; 3-D x
+    ((5, 1), 1, 1, True),
+    ((260, 33), 33, 2100, False),    # more than one block of rows and of columns
+])
+def test_linear_forward_backward(shape, inp, out, bias):
+    """subq::linear (subq's GEMM, forward and backward) against float64 torch."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    w = torch.randn(out, inp, requires_grad=True)
+    b = torch.randn(out, requires_grad=True) if bias else None
+    y = ops.linear(x, w, b)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    bd = b.detach().double().requires_grad_() if bias else None
+    yd = torch.nn.functional.linear(xd, wd, bd)
+    yd.backward(dy.double())
+    assert y.shape == yd.shape
+    assert rel_err(y, yd) < 1e-5
+    assert rel_err(x.grad, xd.grad) < 1e-5
+    assert rel_err(w.grad, wd.grad) < 1e-5
+    if bias:
+        assert rel_err(b.grad, bd.grad) < 1e-5
+
+
+def test_linear_errors():
+    x = torch.randn(4, 8)
+    with pytest.raises(RuntimeError, match=r"subq::linear: x: expected an f32 tensor \[\.\.\., 9\]"):
+        ops.linear(x, torch.randn(3, 9))
+    with pytest.raises(RuntimeError, match=r"subq::linear: weight: expected a 2-D f32"):
+        ops.linear(x, torch.randn(3, 8).double())
+    with pytest.raises(RuntimeError, match=r"subq::linear: bias: expected an f32 tensor \[3\]"):
+        ops.linear(x, torch.randn(3, 8), torch.randn(4))
+
+
 def test_errors_are_clear():
     q = torch.randn(1, 8, 2, 16)
     with pytest.raises(RuntimeError, match=r"subq::flash_attention: q: expected dtype"):
