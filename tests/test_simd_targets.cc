@@ -7,6 +7,7 @@
 #include "subq/error.h"
 #include "subq/flash.h"
 #include "subq/gemm.h"
+#include "subq/matvec.h"
 #include "tests/test_util.h"
 
 namespace subq {
@@ -93,6 +94,21 @@ TEST_F(ForcedTarget, EveryTargetMatchesTheReference) {
           for (int64_t k = 0; k < K; ++k)
             want[m * N + n] += double(a_t ? ap[k * M + m] : ap[m * K + k]) * bp[n * K + k];
       EXPECT_LE(rel_rms(got, want), 1e-6) << "gemm, a transposed: " << a_t;
+    }
+
+    // matvec with bf16 weights, one row of x (the deinterleaved path) and three.
+    for (int64_t n : {1, 3}) {
+      const int64_t rows = 70, cols = 203;  // a tail after the 4- and 2-vector steps
+      Tensor w = randn({rows, cols}, DType::kBF16, 11), x = randn({n, cols}, DType::kF32, 12);
+      Tensor y = Tensor::empty({n, rows}, DType::kF32);
+      matvec(w.view(), x.view(), y.view());
+      std::vector<double> want(n * rows, 0.0), wv = test::values(w.view()),
+                                               xv = test::values(x.view());
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < cols; ++c)
+            want[t * rows + r] += wv[r * cols + c] * xv[t * cols + c];
+      EXPECT_LE(rel_rms(test::values(y.view()), want), 1e-6) << "matvec bf16, n " << n;
     }
   }
   EXPECT_TRUE(has_fallback) << "the portable fallback target is not compiled in";

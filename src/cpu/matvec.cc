@@ -3,6 +3,7 @@
 #include "subq/matvec.h"
 
 #include <algorithm>
+#include <vector>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/cpu/matvec.cc"
@@ -15,6 +16,13 @@
 HWY_BEFORE_NAMESPACE();
 namespace subq::cpu::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
+
+// Software prefetch one 4 KB page ahead of the weights being read. The hardware's streaming
+// prefetchers stop at each 4 KB page boundary (even on huge pages) and restart only after a few
+// misses on the next page; asking for the line one page ahead keeps the stream going. Measured
+// on a 113 MB bf16 matrix, 2 threads: 20.4-20.7 GB/s without, 21.5-27.6 with 4 KB; 3 KB and
+// 6 KB measured no better than none.
+constexpr int64_t kPrefetchBytes = 4096;
 
 // The weights of lanes [c, c + Lanes) of a row, as f32 (bf16 is the top half of an f32: widen
 // and shift).
@@ -76,6 +84,7 @@ HWY_INLINE void MatvecRowOne(const WT* HWY_RESTRICT row, const float* HWY_RESTRI
   auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
   int64_t c = 0;
   for (; c + 4 * L <= cols; c += 4 * L) {
+    __builtin_prefetch(row + c + kPrefetchBytes / static_cast<int64_t>(sizeof(WT)));
     a0 = hn::MulAdd(LoadWeights(df, row, c), hn::LoadU(df, x + c), a0);
     a1 = hn::MulAdd(LoadWeights(df, row, c + L), hn::LoadU(df, x + c + L), a1);
     a2 = hn::MulAdd(LoadWeights(df, row, c + 2 * L), hn::LoadU(df, x + c + 2 * L), a2);
@@ -87,11 +96,63 @@ HWY_INLINE void MatvecRowOne(const WT* HWY_RESTRICT row, const float* HWY_RESTRI
   *y = sum;
 }
 
+// x [cols] in the order MatvecRowOneBF16 reads it: each block of 2 vectors (2L floats) as its
+// even elements then its odd ones; a tail of fewer than 2L floats as it is.
+template <class D>
+void DeinterleaveX(D df, const float* HWY_RESTRICT x, float* HWY_RESTRICT xp, int64_t cols) {
+  const int64_t L = static_cast<int64_t>(hn::Lanes(df));
+  int64_t c = 0;
+  for (; c + 2 * L <= cols; c += 2 * L)
+    for (int64_t j = 0; j < L; ++j) {
+      xp[c + j] = x[c + 2 * j];
+      xp[c + L + j] = x[c + 2 * j + 1];
+    }
+  for (; c < cols; ++c) xp[c] = x[c];
+}
+
+// One bf16 row against one row of x, without widening: 2L bf16 weights load as L 32-bit lanes;
+// shifted left 16 bits, each lane is its even weight as an f32, masked to its top half its odd
+// one. So the weights cost a shift and an AND per 2L instead of two widening shuffles and two
+// shifts, and the shuffle port is left to the FMAs. x comes deinterleaved to match
+// (DeinterleaveX). Measured on a 113 MB matrix, 2 threads, no prefetch: 16.8-18.5 GB/s
+// widening, 19.5-20.3 GB/s this way.
+HWY_INLINE void MatvecRowOneBF16(const uint16_t* HWY_RESTRICT row, const float* HWY_RESTRICT xp,
+                                 float* HWY_RESTRICT y, int64_t cols) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(df));
+  const auto hi = hn::Set(du, 0xFFFF0000u);
+  auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+  int64_t c = 0;
+  for (; c + 4 * L <= cols; c += 4 * L) {
+    __builtin_prefetch(row + c + kPrefetchBytes / 2);
+    const auto w0 = hn::LoadU(du, reinterpret_cast<const uint32_t*>(row + c));
+    const auto w1 = hn::LoadU(du, reinterpret_cast<const uint32_t*>(row + c + 2 * L));
+    a0 = hn::MulAdd(hn::BitCast(df, hn::ShiftLeft<16>(w0)), hn::LoadU(df, xp + c), a0);
+    a1 = hn::MulAdd(hn::BitCast(df, hn::And(w0, hi)), hn::LoadU(df, xp + c + L), a1);
+    a2 = hn::MulAdd(hn::BitCast(df, hn::ShiftLeft<16>(w1)), hn::LoadU(df, xp + c + 2 * L), a2);
+    a3 = hn::MulAdd(hn::BitCast(df, hn::And(w1, hi)), hn::LoadU(df, xp + c + 3 * L), a3);
+  }
+  for (; c + 2 * L <= cols; c += 2 * L) {
+    const auto w0 = hn::LoadU(du, reinterpret_cast<const uint32_t*>(row + c));
+    a0 = hn::MulAdd(hn::BitCast(df, hn::ShiftLeft<16>(w0)), hn::LoadU(df, xp + c), a0);
+    a1 = hn::MulAdd(hn::BitCast(df, hn::And(w0, hi)), hn::LoadU(df, xp + c + L), a1);
+  }
+  float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+  for (; c < cols; ++c) sum += bf16_to_f32(row[c]) * xp[c];
+  *y = sum;
+}
+
 // Rows [r0, r1) of y[t, r] = sum_c w[r, c] x[t, c], for w of f32 or bf16 (as uint16 bits).
 template <int N, class WT>
 void MatvecRowsN(const WT* w, const float* x, float* y, int64_t rows, int64_t cols, int64_t r0,
                  int64_t r1) {
-  if constexpr (N == 1) {
+  if constexpr (N == 1 && sizeof(WT) == 2) {
+    thread_local std::vector<float> xp;
+    xp.resize(static_cast<size_t>(cols));
+    DeinterleaveX(hn::ScalableTag<float>(), x, xp.data(), cols);
+    for (int64_t r = r0; r < r1; ++r) MatvecRowOneBF16(w + r * cols, xp.data(), y + r, cols);
+  } else if constexpr (N == 1) {
     for (int64_t r = r0; r < r1; ++r) MatvecRowOne(w + r * cols, x, y + r, cols);
   } else {
     constexpr int R = N == 2 ? 2 : 1;
