@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cstdio>
 #include <sstream>
-#include <thread>
 #include <vector>
 
 #include "bench/harness.h"
@@ -136,12 +135,7 @@ int run_model_bench(const ModelBenchConfig& c) {
       do_train |= p == "train";
     }
   }
-  std::vector<int> thread_list;
-  if (c.threads.empty()) {
-    thread_list.push_back(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  } else {
-    thread_list = bench::thread_counts(c.threads);
-  }
+  const std::vector<int> thread_list = bench::thread_counts(c.threads);
   const auto path =
       c.model.empty() ? formats::default_teacher_path() : std::filesystem::path(c.model);
   model::DecoderModel m = model::load_model(path);

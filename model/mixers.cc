@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "model/mixer_impls.h"
-#include "subq/matvec.h"
 
 namespace subq::model {
 
@@ -58,10 +57,10 @@ AttentionProjections register_attention_projections(torch::nn::Module& owner, co
 AttentionProjections::Qkv AttentionProjections::project(const at::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1);
   // A decode step with q, k and v back to back in memory: one matvec over the three.
-  const bool few_rows = B * T <= kMatvecMaxRows && !torch::GradMode::is_enabled();
   const at::Tensor qkv =
-      few_rows ? adjacent_rows({q_proj.ptr().get(), k_proj.ptr().get(), v_proj.ptr().get()})
-               : at::Tensor();
+      decode_rows(x, q_proj->weight)
+          ? adjacent_rows({q_proj.ptr().get(), k_proj.ptr().get(), v_proj.ptr().get()})
+          : at::Tensor();
   if (qkv.defined()) {
     const at::Tensor y = linear_any(x, qkv);  // [B, T, (H + 2 Hkv) hd]
     Qkv r{y.narrow(-1, 0, H * hd).view({B, T, H, hd}),

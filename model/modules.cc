@@ -14,19 +14,13 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
-namespace {
-
-// A decode step's few rows: no autograd, f32, at most kMatvecMaxRows rows, last dim contiguous.
-// There each small op costs more in dispatch (a few microseconds) than in arithmetic, so the
-// fast paths below do in one loop what the general code does in five to seven torch ops.
 bool decode_rows(const at::Tensor& x, const at::Tensor& w) {
   const int64_t d = x.dim() > 0 ? x.size(-1) : 0;
-  return x.scalar_type() == torch::kFloat32 && d > 0 && x.numel() / d <= kMatvecMaxRows &&
-         x.stride(-1) == 1 &&
-         !(torch::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad()));
+  return x.scalar_type() == torch::kFloat32 && d > 0 && x.numel() > 0 &&
+         x.numel() / d <= kMatvecMaxRows && x.stride(-1) == 1 &&
+         !(torch::GradMode::is_enabled() &&
+           (x.requires_grad() || (w.defined() && w.requires_grad())));
 }
-
-}  // namespace
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   if (decode_rows(x, weight) && x.is_contiguous() && weight.is_contiguous()) {
@@ -62,9 +56,7 @@ at::Tensor linear_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   // f32 weights: libtorch's GEMV (MKL) was as fast or faster than subq's matvec here
   // (docs/performance.md); SUBQ_MATVEC_F32=1 uses subq's for them too.
   static const bool matvec_f32 = std::getenv("SUBQ_MATVEC_F32") != nullptr;
-  if ((bf16 || matvec_f32) && rows >= 1 && rows <= kMatvecMaxRows &&
-      x.scalar_type() == torch::kFloat32 &&
-      !(torch::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad()))) {
+  if ((bf16 || matvec_f32) && decode_rows(x, w)) {
     const at::Tensor x2 = x.reshape({rows, in}).contiguous();
     const at::Tensor wc = w.contiguous();
     at::Tensor y = torch::empty({rows, out});
@@ -176,7 +168,7 @@ RopeTable make_rope_table(int64_t pos0, int64_t T, const formats::LlamaConfig& c
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
-  if (decode_rows(x, x) && x.dim() == 4 && rope.cos.is_contiguous() && rope.sin.is_contiguous()) {
+  if (decode_rows(x) && x.dim() == 4 && rope.cos.is_contiguous() && rope.sin.is_contiguous()) {
     // x [B, T, H, hd] (any strides but the last), cos, sin [T, hd] -> a contiguous result.
     const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3), half = hd / 2;
     at::Tensor y = torch::empty({B, T, H, hd});

@@ -37,6 +37,12 @@ class ProjectionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Projection);
 
+// A decode step's few rows: x f32 with at most kMatvecMaxRows rows (of its last dim, which is
+// contiguous), and no autograd through x or w. There each small op costs more in dispatch (a
+// few microseconds) than in arithmetic, so the model's fast paths (linear_any's matvec, RMSNorm,
+// RoPE, the fused projections) do in one call what the general code does in several.
+bool decode_rows(const at::Tensor& x, const at::Tensor& w = {});
+
 // y = x W^T + b for x [..., in] and W [out, in] of f32 or bf16. A bf16 W is read as bf16 and
 // computed in f32: through subq's matvec when x has at most kMatvecMaxRows rows (a decode
 // step, memory-bound: half the bytes), else by converting W to f32 for the GEMM (a prefill,

@@ -108,6 +108,14 @@ TensorView TensorView::narrow(int dim, int64_t start, int64_t length) const {
   return v;
 }
 
+TensorView TensorView::transposed() const {
+  SUBQ_CHECK(rank() == 2, "TensorView::transposed: expected a 2-D view, got ", describe());
+  TensorView v = *this;
+  std::swap(v.shape_[0], v.shape_[1]);
+  std::swap(v.strides_[0], v.strides_[1]);
+  return v;
+}
+
 std::string TensorView::describe() const {
   if (!defined()) return "(undefined)";
   return join(sizes()) + " " + std::string(dtype_name(dtype_));

@@ -37,6 +37,16 @@ TEST(Tensor, NarrowIsAViewWithTheSameStrides) {
   EXPECT_THROW(t.view().size(2), Error);
 }
 
+TEST(Tensor, TransposedSwapsShapeAndStrides) {
+  Tensor t = Tensor::empty({3, 5}, DType::kF32);
+  const TensorView v = t.view().transposed();
+  EXPECT_EQ(v.sizes(), (std::vector<int64_t>{5, 3}));
+  EXPECT_EQ(v.strides(), (std::vector<int64_t>{1, 5}));
+  EXPECT_EQ(v.data(), t.data());
+  EXPECT_FALSE(v.is_contiguous());
+  EXPECT_THROW(Tensor::empty({2, 3, 4}, DType::kF32).view().transposed(), Error);
+}
+
 TEST(Tensor, CopyConvertsAndFollowsStrides) {
   Tensor a = test::randn({3, 4}, DType::kF32, 1);
   // Transposed view: strides (1, 4).

@@ -38,16 +38,22 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight,
         kOp, "bias", detail::concat("an f32 tensor [", weight.size(0), "]"), bias->sizes());
 }
 
-// y [rows, out] = x2 [rows, in] · weightᵀ (+ bias).
+// The three products of a linear layer y = x Wᵀ, x2 [rows, in], W [out, in], dy [rows, out].
+// y = x2 · Wᵀ (+ bias)
 at::Tensor linear_2d(const at::Tensor& x2, const at::Tensor& weight,
                      const std::optional<at::Tensor>& bias) {
-  const int64_t out = weight.size(0), in = weight.size(1);
-  at::Tensor y = at::empty({x2.size(0), out}, x2.options());
-  const TensorView wv = to_view(weight, kOp, "weight");
-  const TensorView wt(wv.data(), DType::kF32, {in, out}, {wv.stride(1), wv.stride(0)});
-  gemm(to_view(x2, kOp, "x"), wt, to_view(y, kOp, "y"));
+  at::Tensor y = at::empty({x2.size(0), weight.size(0)}, x2.options());
+  gemm(to_view(x2, kOp, "x"), to_view(weight, kOp, "weight").transposed(), to_view(y, kOp, "y"));
   if (bias) y.add_(*bias);
   return y;
+}
+// dx = dy · W
+void input_grad(const at::Tensor& dy, const at::Tensor& weight, const at::Tensor& dx) {
+  gemm(to_view(dy, kOp, "dy"), to_view(weight, kOp, "weight"), to_view(dx, kOp, "dx"));
+}
+// dW = dyᵀ · x2
+void weight_grad(const at::Tensor& dy, const at::Tensor& x2, const at::Tensor& dw) {
+  gemm(to_view(dy, kOp, "dy").transposed(), to_view(x2, kOp, "x"), to_view(dw, kOp, "dweight"));
 }
 
 at::Tensor linear_forward_op(const at::Tensor& x, const at::Tensor& weight,
@@ -76,17 +82,14 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
     at::Tensor dx, dw, db;
     if (!grads[0].defined()) return {dx, dw, db};  // y was not used
     const at::Tensor dy = grads[0].reshape({-1, out}).contiguous();
-    if (wants_grad(x)) {  // dx = dy · W
+    if (wants_grad(x)) {
       dx = at::empty({dy.size(0), in}, dy.options());
-      gemm(to_view(dy, kOp, "dy"), to_view(weight, kOp, "weight"), to_view(dx, kOp, "dx"));
+      input_grad(dy, weight, dx);
       dx = dx.view(x.sizes());
     }
-    if (wants_grad(weight)) {  // dW = dyᵀ · x
-      const at::Tensor x2 = x.reshape({-1, in});
+    if (wants_grad(weight)) {
       dw = at::empty({out, in}, dy.options());
-      const TensorView dyv = to_view(dy, kOp, "dy");
-      gemm(TensorView(dyv.data(), DType::kF32, {out, dy.size(0)}, {1, out}), to_view(x2, kOp, "x"),
-           to_view(dw, kOp, "dweight"));
+      weight_grad(dy, x.reshape({-1, in}), dw);
     }
     if (s[2].defined() && wants_grad(s[2])) db = dy.sum(0);
     return {dx, dw, db};
@@ -115,9 +118,8 @@ GemmChoiceTimes time_probe() {
   at::Tensor dx = at::empty({kRows, kIn}), dw = at::empty({kOut, kIn});
   auto run_subq = [&] {
     (void)linear_2d(x, w, std::nullopt);
-    gemm(to_view(dy, kOp, "dy"), to_view(w, kOp, "weight"), to_view(dx, kOp, "dx"));
-    gemm(TensorView(dy.data_ptr(), DType::kF32, {kOut, kRows}, {1, kOut}), to_view(x, kOp, "x"),
-         to_view(dw, kOp, "dw"));
+    input_grad(dy, w, dx);
+    weight_grad(dy, x, dw);
   };
   auto ms = [](const auto& fn) {
     const auto t0 = std::chrono::steady_clock::now();

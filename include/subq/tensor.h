@@ -47,6 +47,8 @@ class TensorView {
   bool is_contiguous() const;
   // A view of [start, start + length) along `dim`.
   TensorView narrow(int dim, int64_t start, int64_t length) const;
+  // A 2-D view with its two dims swapped (the same memory, strides exchanged): Wᵀ for gemm.
+  TensorView transposed() const;
   // "[2, 64, 8, 128] f32"
   std::string describe() const;
 

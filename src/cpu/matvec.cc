@@ -98,9 +98,8 @@ HWY_INLINE void MatvecRowOne(const WT* HWY_RESTRICT row, const float* HWY_RESTRI
 
 // x [cols] in the order MatvecRowOneBF16 reads it: each block of 2 vectors (2L floats) as its
 // even elements then its odd ones; a tail of fewer than 2L floats as it is.
-template <class D>
-void DeinterleaveX(D df, const float* HWY_RESTRICT x, float* HWY_RESTRICT xp, int64_t cols) {
-  const int64_t L = static_cast<int64_t>(hn::Lanes(df));
+void DeinterleaveX(const float* HWY_RESTRICT x, float* HWY_RESTRICT xp, int64_t cols) {
+  const int64_t L = static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>()));
   int64_t c = 0;
   for (; c + 2 * L <= cols; c += 2 * L)
     for (int64_t j = 0; j < L; ++j) {
@@ -144,14 +143,12 @@ HWY_INLINE void MatvecRowOneBF16(const uint16_t* HWY_RESTRICT row, const float* 
 }
 
 // Rows [r0, r1) of y[t, r] = sum_c w[r, c] x[t, c], for w of f32 or bf16 (as uint16 bits).
+// With bf16 w and one row of x, x comes deinterleaved (DeinterleaveX, once per matvec call).
 template <int N, class WT>
 void MatvecRowsN(const WT* w, const float* x, float* y, int64_t rows, int64_t cols, int64_t r0,
                  int64_t r1) {
   if constexpr (N == 1 && sizeof(WT) == 2) {
-    thread_local std::vector<float> xp;
-    xp.resize(static_cast<size_t>(cols));
-    DeinterleaveX(hn::ScalableTag<float>(), x, xp.data(), cols);
-    for (int64_t r = r0; r < r1; ++r) MatvecRowOneBF16(w + r * cols, xp.data(), y + r, cols);
+    for (int64_t r = r0; r < r1; ++r) MatvecRowOneBF16(w + r * cols, x, y + r, cols);
   } else if constexpr (N == 1) {
     for (int64_t r = r0; r < r1; ++r) MatvecRowOne(w + r * cols, x, y + r, cols);
   } else {
@@ -202,6 +199,7 @@ namespace subq {
 namespace cpu {
 HWY_EXPORT(MatvecF32);
 HWY_EXPORT(MatvecBF16);
+HWY_EXPORT(DeinterleaveX);
 }  // namespace cpu
 
 void matvec(const TensorView& w, const TensorView& x, const TensorView& y) {
@@ -226,6 +224,12 @@ void matvec(const TensorView& w, const TensorView& x, const TensorView& y) {
   const int64_t blocks = (rows + kBlock - 1) / kBlock;
   const float* xp = x.data_as<const float>();
   float* yp = y.data_as<float>();
+  if (w.dtype() == DType::kBF16 && n == 1) {  // the order MatvecRowOneBF16 reads x in
+    thread_local std::vector<float> xd;
+    xd.resize(static_cast<size_t>(cols));
+    HWY_DYNAMIC_DISPATCH(cpu::DeinterleaveX)(xp, xd.data(), cols);
+    xp = xd.data();
+  }
   parallel_for(blocks, [&](int64_t b, int) {
     const int64_t r0 = b * kBlock, r1 = std::min(rows, r0 + kBlock);
     if (w.dtype() == DType::kBF16) {
