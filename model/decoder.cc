@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "model/token_decode.h"
 #include "subq/error.h"
 #include "subq/memory.h"
 
@@ -29,6 +30,23 @@ at::Tensor DecoderLayerImpl::forward(const at::Tensor& h, const MixerContext& ct
                                      LayerCache* cache) {
   const at::Tensor a = h + self_attn->forward(input_layernorm(h), ctx, cache);
   return a + mlp(post_attention_layernorm(a));
+}
+
+bool DecoderLayerImpl::token_decode_ready(const LayerCache& cache) const {
+  return self_attn->token_decode_ready(cache) && mlp->token_decode_ready();
+}
+
+void DecoderLayerImpl::decode_token(TokenScratch& s, LayerCache& cache, const RopeTable& rope) {
+  // forward, one row: h += self_attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h)).
+  const int64_t d = static_cast<int64_t>(s.h.size());
+  rms_norm_row(s.h.data(), input_layernorm->weight.data_ptr<float>(), d, input_layernorm->eps,
+               s.x.data());
+  self_attn->decode_token(s.x.data(), s.y.data(), s, cache, rope);
+  for (int64_t i = 0; i < d; ++i) s.h[i] += s.y[i];
+  rms_norm_row(s.h.data(), post_attention_layernorm->weight.data_ptr<float>(), d,
+               post_attention_layernorm->eps, s.x.data());
+  mlp->decode_token(s.x.data(), s.y.data(), s);
+  for (int64_t i = 0; i < d; ++i) s.h[i] += s.y[i];
 }
 
 size_t ModelCache::nbytes() const {
@@ -64,6 +82,9 @@ at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache,
              ids.scalar_type());
   const int64_t T = ids.size(1);
   SUBQ_CHECK(T > 0, "DecoderModel::forward: ids: expected at least one token");
+  if (cache && T == 1 && ids.size(0) == 1 && !torch::GradMode::is_enabled() && use_token_decode &&
+      token_decode_enabled() && token_decode_ready(*cache))
+    return decode_token(ids.contiguous().data_ptr<int64_t>()[0], *cache);
   if (ids.numel() > 0) {
     const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
     SUBQ_CHECK(lo >= 0 && hi < config_.vocab_size, "DecoderModel::forward: ids: expected ",
@@ -89,6 +110,46 @@ at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache,
   if (last_logits_only) h = h.narrow(1, T - 1, 1);
   h = norm(h);
   return lm_head ? lm_head(h) : linear_any(h, embed_tokens->weight);
+}
+
+bool DecoderModelImpl::token_decode_ready(const ModelCache& cache) const {
+  const at::Tensor& out = lm_head ? lm_head->weight : embed_tokens->weight;
+  if (cache.batch != 1 || !embed_tokens->weight.is_contiguous() || !out.is_contiguous() ||
+      (lm_head && (lm_head->has_lora() || lm_head->bias.defined())))
+    return false;
+  for (size_t i = 0; i < layers->size(); ++i)
+    if (!layers->ptr<DecoderLayerImpl>(i)->token_decode_ready(*cache.layers[i])) return false;
+  return true;
+}
+
+at::Tensor DecoderModelImpl::decode_token(int64_t id, ModelCache& cache) {
+  SUBQ_CHECK(id >= 0 && id < config_.vocab_size, "DecoderModel::forward: ids: expected ",
+             "token ids in [0, ", config_.vocab_size, "), got ", id);
+  SUBQ_CHECK(token_decode_ready(cache), "decode_token: this model or cache has no token path ",
+             "(a batch of one, softmax layers and no LoRA; see token_decode_ready)");
+  if (!cache.token_scratch) cache.token_scratch = std::make_shared<TokenScratch>();
+  TokenScratch& s = *cache.token_scratch;
+  const int64_t d = config_.hidden_size;
+  s.h.resize(static_cast<size_t>(d));
+  s.x.resize(static_cast<size_t>(d));
+  s.y.resize(static_cast<size_t>(d));
+  // h = embed_tokens(id), in f32 whatever the table's dtype.
+  const at::Tensor& table = embed_tokens->weight;
+  if (table.scalar_type() == torch::kBFloat16) {
+    const auto* row = static_cast<const uint16_t*>(table.data_ptr()) + id * d;
+    for (int64_t i = 0; i < d; ++i) s.h[i] = bf16_to_f32(row[i]);
+  } else {
+    std::memcpy(s.h.data(), table.data_ptr<float>() + id * d, static_cast<size_t>(d) * 4);
+  }
+  const RopeTable rope = make_rope_table(cache.seen, 1, config_);
+  for (size_t i = 0; i < layers->size(); ++i)
+    layers->ptr<DecoderLayerImpl>(i)->decode_token(s, *cache.layers[i], rope);
+  cache.seen += 1;
+  rms_norm_row(s.h.data(), norm->weight.data_ptr<float>(), d, norm->eps, s.x.data());
+  const at::Tensor& out = lm_head ? lm_head->weight : table;
+  at::Tensor logits = torch::empty({1, 1, out.size(0)});
+  matvec_row(out, out.size(0), s.x.data(), logits.data_ptr<float>());
+  return logits;
 }
 
 ModelCache DecoderModelImpl::new_cache(int64_t batch, int64_t capacity, int64_t max_chunk) const {

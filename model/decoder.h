@@ -35,6 +35,10 @@ class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const MixerSpec& spec, const LlamaConfig& config);
   at::Tensor forward(const at::Tensor& h, const MixerContext& ctx, LayerCache* cache);
+  // The token path (model/token_decode.h): forward of one token of one sequence on s.h, in
+  // place, when token_decode_ready.
+  bool token_decode_ready(const LayerCache& cache) const;
+  void decode_token(TokenScratch& s, LayerCache& cache, const RopeTable& rope);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   std::shared_ptr<MixerImpl> self_attn;
   Mlp mlp{nullptr};
@@ -48,6 +52,7 @@ struct ModelCache {
   int64_t capacity = 0;   // longest context the KV caches hold
   int64_t max_chunk = 0;  // longest chunk a forward may feed
   int64_t seen = 0;
+  std::shared_ptr<TokenScratch> token_scratch;  // the token path's rows (model/token_decode.h)
   size_t nbytes() const;
 };
 
@@ -95,6 +100,13 @@ class DecoderModelImpl : public torch::nn::Module {
   static std::string parameter_group(const std::string& name);
   // requires_grad = trainable for every parameter of the named group; throws on an unknown one.
   void set_trainable(const std::string& group, bool trainable);
+
+  // Whether the token path can decode ids [1, 1] with this cache (every layer, the embeddings
+  // and the lm_head support it), and that step: the logits [1, 1, vocab] of token `id`.
+  bool token_decode_ready(const ModelCache& cache) const;
+  at::Tensor decode_token(int64_t id, ModelCache& cache);
+  // forward takes the token path where it can unless this is false (or SUBQ_TOKEN_DECODE=0).
+  bool use_token_decode = true;
 
   torch::nn::Module* model_body = nullptr;
   torch::nn::Embedding embed_tokens{nullptr};

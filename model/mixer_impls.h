@@ -33,6 +33,10 @@ struct AttentionProjections {
     at::Tensor q, k, v;
   };
   Qkv project(const at::Tensor& x);
+  // The token path (model/token_decode.h): whether it can run these projections (no LoRA), and
+  // qkv [(H + 2 Hkv) hd] = q, k, v of one row x [hidden], as project computes them.
+  bool token_ready() const;
+  void project_token(const float* x, float* qkv);
 };
 AttentionProjections register_attention_projections(torch::nn::Module& owner, const MixerSpec& spec,
                                                     const LlamaConfig& config);

@@ -5,7 +5,9 @@
 #include <torch/torch.h>
 
 #include "model/mixer_impls.h"
+#include "model/token_decode.h"
 #include "subq/error.h"
+#include "subq/flash.h"
 #include "torch/ops.h"
 
 namespace subq::model {
@@ -65,6 +67,51 @@ class SoftmaxMixer : public MixerImpl {
       kv.seen += T;
     }
     return attn_.o_proj(out.reshape({B, T, H_ * hd_}));
+  }
+
+  bool token_decode_ready(const LayerCache& cache) const override {
+    const auto& kv = static_cast<const KvCache&>(cache);
+    return attn_.token_ready() && kv.k.size(0) == 1 && kv.k.is_contiguous() && kv.v.is_contiguous();
+  }
+
+  // forward's decode step on raw rows: q, k, v; RoPE; the token joins the cache and attends to
+  // it (flash_attention_decode, the same options); o_proj.
+  void decode_token(const float* x, float* y, TokenScratch& s, LayerCache& cache,
+                    const RopeTable& rope) override {
+    auto& kv = static_cast<KvCache&>(cache);
+    SUBQ_CHECK(kv.ring || kv.seen + 1 <= kv.k.size(1), "softmax attention: the KV cache holds ",
+               kv.k.size(1), " tokens; ", kv.seen, " + 1 do not fit (raise the capacity)");
+    const int64_t Hkv = attn_.Hkv, nq = H_ * hd_, nkv = Hkv * hd_;
+    s.qkv.resize(static_cast<size_t>(nq + 2 * nkv));
+    s.q.resize(static_cast<size_t>(nq));
+    s.k.resize(static_cast<size_t>(nkv));
+    s.attn.resize(static_cast<size_t>(nq));
+    s.lse.resize(static_cast<size_t>(H_));
+    attn_.project_token(x, s.qkv.data());
+    const float* cos = rope.cos.data_ptr<float>();  // [1, hd]
+    const float* sin = rope.sin.data_ptr<float>();
+    for (int64_t h = 0; h < H_; ++h)
+      rope_row(s.qkv.data() + h * hd_, cos, sin, hd_, s.q.data() + h * hd_);
+    for (int64_t h = 0; h < Hkv; ++h)
+      rope_row(s.qkv.data() + nq + h * hd_, cos, sin, hd_, s.k.data() + h * hd_);
+    const int64_t left = window_ > 0 ? window_ - 1 : -1;
+    FlashDecodeOptions opt;
+    opt.causal = true;
+    opt.window_left = left;
+    opt.window_right = left >= 0 ? 0 : -1;
+    opt.ring_buffer = kv.ring;
+    const int64_t C = kv.k.size(1);
+    flash_attention_decode(TensorView(s.q.data(), DType::kF32, {1, 1, H_, hd_}),
+                           TensorView(kv.k.data_ptr(), DType::kF32, {1, C, Hkv, hd_}),
+                           TensorView(kv.v.data_ptr(), DType::kF32, {1, C, Hkv, hd_}),
+                           TensorView(kv.seqlens.data_ptr(), DType::kI32, {1}),
+                           TensorView(s.k.data(), DType::kF32, {1, 1, Hkv, hd_}),
+                           TensorView(s.qkv.data() + nq + nkv, DType::kF32, {1, 1, Hkv, hd_}),
+                           TensorView(s.attn.data(), DType::kF32, {1, 1, H_, hd_}),
+                           TensorView(s.lse.data(), DType::kF32, {1, H_, 1}), opt);
+    kv.seqlens.data_ptr<int32_t>()[0] += 1;
+    kv.seen += 1;
+    project_row(*attn_.o_proj, s.attn.data(), y);
   }
 
   std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t capacity,

@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "model/mixer_impls.h"
+#include "model/token_decode.h"
+#include "subq/error.h"
 
 namespace subq::model {
 
@@ -30,6 +32,10 @@ void attach_mixer_lora(const MixerSpec& spec,
     if (std::find(t.begin(), t.end(), name) != t.end())
       (*proj)->attach_lora(spec.lora.r, spec.lora.alpha);
   }
+}
+
+void MixerImpl::decode_token(const float*, float*, TokenScratch&, LayerCache&, const RopeTable&) {
+  SUBQ_CHECK(false, "decode_token: this mixer has no token path (token_decode_ready is false)");
 }
 
 AttentionProjections register_attention_projections(torch::nn::Module& owner, const MixerSpec& spec,
@@ -84,6 +90,35 @@ AttentionProjections::Qkv AttentionProjections::project(const at::Tensor& x) {
 at::Tensor repeat_kv(const at::Tensor& x, int64_t groups) {
   if (groups == 1) return x;
   return x.repeat_interleave(groups, /*dim=*/2);
+}
+
+}  // namespace subq::model
+
+namespace subq::model {
+
+bool AttentionProjections::token_ready() const {
+  for (const ProjectionImpl* p : {q_proj.get(), k_proj.get(), v_proj.get(), o_proj.get()})
+    if (p->has_lora() || !p->weight.is_contiguous()) return false;
+  return true;
+}
+
+void AttentionProjections::project_token(const float* x, float* qkv) {
+  const int64_t nq = H * hd, nkv = Hkv * hd;
+  // One matvec over q, k and v when the arena lays them back to back (no biases), as project.
+  if (adjacent_row_count({q_proj.get(), k_proj.get(), v_proj.get()}) == nq + 2 * nkv) {
+    matvec_row(q_proj->weight, nq + 2 * nkv, x, qkv);
+  } else {
+    project_row(*q_proj, x, qkv);
+    project_row(*k_proj, x, qkv + nq);
+    project_row(*v_proj, x, qkv + nq + nkv);
+  }
+  if (q_norm) {  // Qwen3: each head of q and k through its norm (in place: the row is read first)
+    for (int64_t h = 0; h < H; ++h)
+      rms_norm_row(qkv + h * hd, q_norm->weight.data_ptr<float>(), hd, q_norm->eps, qkv + h * hd);
+    for (int64_t h = 0; h < Hkv; ++h)
+      rms_norm_row(qkv + nq + h * hd, k_norm->weight.data_ptr<float>(), hd, k_norm->eps,
+                   qkv + nq + h * hd);
+  }
 }
 
 }  // namespace subq::model

@@ -52,6 +52,12 @@ class MixerImpl : public torch::nn::Module {
   virtual std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t capacity,
                                                  int64_t max_chunk) const = 0;
   virtual CacheCost cache_cost(int64_t max_chunk) const = 0;
+  // The token path (model/token_decode.h): whether this mixer can decode one token of one
+  // sequence on raw rows with this cache, and that step: x [hidden] -> y [hidden], the cache
+  // advanced by one. Mixers that do not override them are run by the general code.
+  virtual bool token_decode_ready(const LayerCache& /*cache*/) const { return false; }
+  virtual void decode_token(const float* x, float* y, TokenScratch& s, LayerCache& cache,
+                            const RopeTable& rope);
   const MixerSpec& spec() const { return spec_; }
 
  protected:

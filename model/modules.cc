@@ -7,6 +7,7 @@
 #include <torch/nn/functional.h>
 
 #include <cmath>
+#include <string>
 
 namespace subq::model {
 
@@ -22,20 +23,35 @@ bool decode_rows(const at::Tensor& x, const at::Tensor& w) {
            (x.requires_grad() || (w.defined() && w.requires_grad())));
 }
 
+void rms_norm_row(const float* x, const float* w, int64_t d, double eps, float* y) {
+  // The formula of RMSNormImpl::forward (the sum in double: at least as accurate).
+  double ss = 0;
+  for (int64_t i = 0; i < d; ++i) ss += double(x[i]) * x[i];
+  const float inv = 1.0f / std::sqrt(static_cast<float>(ss / double(d)) + float(eps));
+  for (int64_t i = 0; i < d; ++i) y[i] = w[i] * (x[i] * inv);
+}
+
+void rope_row(const float* x, const float* cos, const float* sin, int64_t hd, float* y) {
+  const int64_t half = hd / 2;
+  for (int64_t i = 0; i < hd; ++i) {
+    const float rotated = i < half ? -x[i + half] : x[i - half];
+    y[i] = x[i] * cos[i] + rotated * sin[i];
+  }
+}
+
+void silu_mul_row(const float* gate, const float* up, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   if (decode_rows(x, weight) && x.is_contiguous() && weight.is_contiguous()) {
-    // The formula below, one row at a time (the sum in double: at least as accurate).
+    // The formula below, one row at a time.
     const int64_t d = x.size(-1), rows = x.numel() / d;
     at::Tensor y = torch::empty_like(x);
     const float* xp = x.data_ptr<float>();
-    const float* wp = weight.data_ptr<float>();
     float* yp = y.data_ptr<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      double ss = 0;
-      for (int64_t i = 0; i < d; ++i) ss += double(xp[r * d + i]) * xp[r * d + i];
-      const float inv = 1.0f / std::sqrt(static_cast<float>(ss / double(d)) + float(eps));
-      for (int64_t i = 0; i < d; ++i) yp[r * d + i] = wp[i] * (xp[r * d + i] * inv);
-    }
+    for (int64_t r = 0; r < rows; ++r)
+      rms_norm_row(xp + r * d, weight.data_ptr<float>(), d, eps, yp + r * d);
     return y;
   }
   // transformers: hidden * rsqrt(mean(hidden^2) + eps), then weight * (in float32).
@@ -53,9 +69,13 @@ at::Tensor linear_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   const int64_t in = w.size(1), out = w.size(0);
   const int64_t rows = in > 0 ? x.numel() / in : 0;
   const bool bf16 = w.scalar_type() == torch::kBFloat16;
-  // f32 weights: libtorch's GEMV (MKL) was as fast or faster than subq's matvec here
-  // (docs/performance.md); SUBQ_MATVEC_F32=1 uses subq's for them too.
-  static const bool matvec_f32 = std::getenv("SUBQ_MATVEC_F32") != nullptr;
+  // f32 weights go through subq's matvec too: level with MKL's GEMV on Intel, 2.4-2.8x faster
+  // on AMD Zen 5, where MKL's GEMV does not use AVX-512 (docs/performance.md, "Decode").
+  // SUBQ_MATVEC_F32=0 sends them to libtorch's GEMV instead.
+  static const bool matvec_f32 = [] {
+    const char* e = std::getenv("SUBQ_MATVEC_F32");
+    return e == nullptr || std::string(e) != "0";
+  }();
   if ((bf16 || matvec_f32) && decode_rows(x, w)) {
     const at::Tensor x2 = x.reshape({rows, in}).contiguous();
     const at::Tensor wc = w.contiguous();
@@ -170,7 +190,7 @@ RopeTable make_rope_table(int64_t pos0, int64_t T, const formats::LlamaConfig& c
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
   if (decode_rows(x) && x.dim() == 4 && rope.cos.is_contiguous() && rope.sin.is_contiguous()) {
     // x [B, T, H, hd] (any strides but the last), cos, sin [T, hd] -> a contiguous result.
-    const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3), half = hd / 2;
+    const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3);
     at::Tensor y = torch::empty({B, T, H, hd});
     const float* xp = x.data_ptr<float>();
     const float* cp = rope.cos.data_ptr<float>();
@@ -178,14 +198,9 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
     float* yp = y.data_ptr<float>();
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t)
-        for (int64_t h = 0; h < H; ++h) {
-          const float* xr = xp + b * x.stride(0) + t * x.stride(1) + h * x.stride(2);
-          float* yr = yp + ((b * T + t) * H + h) * hd;
-          for (int64_t i = 0; i < hd; ++i) {
-            const float rotated = i < half ? -xr[i + half] : xr[i - half];
-            yr[i] = xr[i] * cp[t * hd + i] + rotated * sp[t * hd + i];
-          }
-        }
+        for (int64_t h = 0; h < H; ++h)
+          rope_row(xp + b * x.stride(0) + t * x.stride(1) + h * x.stride(2), cp + t * hd,
+                   sp + t * hd, hd, yp + ((b * T + t) * H + h) * hd);
     return y;
   }
   const int64_t half = x.size(-1) / 2;
@@ -216,19 +231,23 @@ at::Tensor MlpImpl::forward(const at::Tensor& x) {
     const float* yp = y.data_ptr<float>();
     float* hp = h.data_ptr<float>();
     for (int64_t r = 0; r < y.size(0); ++r)
-      for (int64_t i = 0; i < I; ++i) {
-        const float g = yp[r * 2 * I + i];
-        hp[r * I + i] = g / (1.0f + std::exp(-g)) * yp[r * 2 * I + I + i];
-      }
+      silu_mul_row(yp + r * 2 * I, yp + r * 2 * I + I, I, hp + r * I);
     return down_proj(h);
   }
   return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
 }
 
 at::Tensor adjacent_rows(std::initializer_list<const ProjectionImpl*> projections) {
+  const int64_t rows = adjacent_row_count(projections);
+  if (rows == 0) return {};
+  const at::Tensor& w0 = (*projections.begin())->weight;
+  return w0.as_strided({rows, w0.size(1)}, {w0.size(1), 1}, w0.storage_offset());
+}
+
+int64_t adjacent_row_count(std::initializer_list<const ProjectionImpl*> projections) {
   const ProjectionImpl* first = *projections.begin();
   const at::Tensor& w0 = first->weight;
-  if (!w0.is_contiguous()) return {};
+  if (!w0.is_contiguous()) return 0;
   const int64_t in = w0.size(1);
   const char* next = static_cast<const char*>(w0.data_ptr());
   int64_t rows = 0;
@@ -237,11 +256,11 @@ at::Tensor adjacent_rows(std::initializer_list<const ProjectionImpl*> projection
     if (p->bias.defined() || p->has_lora() || !w.is_contiguous() || w.size(1) != in ||
         w.scalar_type() != w0.scalar_type() || w.data_ptr() != next ||
         !w.storage().is_alias_of(w0.storage()))
-      return {};
+      return 0;
     next += w.nbytes();
     rows += w.size(0);
   }
-  return w0.as_strided({rows, in}, {in, 1}, w0.storage_offset());
+  return rows;
 }
 
 namespace {

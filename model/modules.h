@@ -13,6 +13,8 @@
 
 namespace subq::model {
 
+struct TokenScratch;  // model/token_decode.h
+
 // y = weight * x / sqrt(mean(x^2) + eps), over the last dim.
 class RMSNormImpl : public torch::nn::Module {
  public:
@@ -46,9 +48,9 @@ bool decode_rows(const at::Tensor& x, const at::Tensor& w = {});
 // y = x W^T + b for x [..., in] and W [out, in] of f32 or bf16. A bf16 W is read as bf16 and
 // computed in f32: through subq's matvec when x has at most kMatvecMaxRows rows (a decode
 // step, memory-bound: half the bytes), else by converting W to f32 for the GEMM (a prefill,
-// compute-bound). f32 W with many rows runs on the GEMM chosen for this machine: libtorch's
-// (MKL) or subq's (torch_ops::linear_gemm_backend, SUBQ_GEMM). SUBQ_MATVEC_F32=1 sends a few
-// rows with f32 W to subq's matvec too (without autograd).
+// compute-bound). f32 W with a few rows (and no autograd) also goes through subq's matvec,
+// unless SUBQ_MATVEC_F32=0; with many rows it runs on the GEMM chosen for this machine:
+// libtorch's (MKL) or subq's (torch_ops::linear_gemm_backend, SUBQ_GEMM).
 at::Tensor linear_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
 
 // cos and sin of the rotary angles for positions [pos0, pos0 + T), [T, head_dim] each, computed
@@ -69,6 +71,10 @@ class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(int64_t hidden, int64_t intermediate, bool bias = false);
   at::Tensor forward(const at::Tensor& x);
+  // The token path (model/token_decode.h): whether it can run this MLP (no LoRA), and
+  // y [hidden] = mlp(x [hidden]) on raw rows.
+  bool token_decode_ready() const;
+  void decode_token(const float* x, float* y, TokenScratch& s);
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(Mlp);
@@ -77,6 +83,16 @@ TORCH_MODULE(Mlp);
 // of DecoderModelImpl::set_weights_dtype) as one [sum of rows, in] matrix: a decode step then
 // reads them in one matvec. Undefined when they do not.
 at::Tensor adjacent_rows(std::initializer_list<const ProjectionImpl*> projections);
+// The rows of that matrix (the first weight's data pointer starts it), or 0 when they are not.
+int64_t adjacent_row_count(std::initializer_list<const ProjectionImpl*> projections);
+
+// One row each, the loops of the decode fast paths (and of model/token_decode.cc):
+//   rms_norm_row:  y = w * x / sqrt(mean(x^2) + eps)                 x, w, y [d]
+//   rope_row:      y = x * cos + rotate_half(x) * sin                x, cos, sin, y [hd]
+//   silu_mul_row:  y = silu(gate) * up                               [n]
+void rms_norm_row(const float* x, const float* w, int64_t d, double eps, float* y);
+void rope_row(const float* x, const float* cos, const float* sin, int64_t hd, float* y);
+void silu_mul_row(const float* gate, const float* up, int64_t n, float* y);
 
 // N(0, 0.02) as transformers' initializer_range: for a model built from a config, not loaded.
 void init_normal(at::Tensor& t, double std = 0.02);

@@ -204,6 +204,72 @@ TEST(Decode, FastPathsMatchTheGeneralCode) {
   }
 }
 
+// The token path (model/token_decode.h: one token of one sequence on raw rows) against the
+// general code, step by step past a sliding window's ring, for what a teacher may have: q, k, v,
+// o and MLP biases, Qwen3's q and k norms, a Mistral window, tied or untied embeddings, f32 or
+// bf16 weights (whose general code is the fast paths of the test above).
+TEST(Decode, TokenPathMatchesTheGeneralCode) {
+  for (int variant = 0; variant < 4; ++variant) {
+    LlamaConfig c = tiny_config({layer("softmax"), layer("softmax"), layer("softmax")});
+    c.attention_qkv_bias = c.attention_o_bias = c.mlp_bias = variant % 2 == 0;
+    c.qk_norm = variant == 1;
+    c.attention_windows = variant >= 2 ? std::vector<int64_t>{0, 4, 3} : std::vector<int64_t>{};
+    c.tie_word_embeddings = variant != 3;
+    const bool bf16 = variant == 3;
+    DecoderModel token(c), general(c);
+    {
+      torch::NoGradGuard no_grad;
+      torch::manual_seed(variant);
+      auto src = token->parameters();
+      auto dst = general->parameters();
+      for (size_t i = 0; i < src.size(); ++i) {
+        src[i].copy_(0.3 * torch::randn_like(src[i]) + (src[i].dim() == 1 ? 1.0 : 0.0));
+        dst[i].copy_(src[i]);
+      }
+    }
+    token->set_weights_dtype(bf16 ? torch::kBFloat16 : torch::kFloat32);
+    general->set_weights_dtype(bf16 ? torch::kBFloat16 : torch::kFloat32);
+    general->use_token_decode = false;
+    const int64_t steps = 12;
+    const at::Tensor ids = torch::randint(0, 50, {1, steps}, torch::kInt64);
+    // A prefill of 3 tokens first (the general code for both), then single tokens.
+    ModelCache ct = token->new_cache(1, 16, 4), cg = general->new_cache(1, 16, 4);
+    torch::NoGradGuard no_grad;
+    token->forward(ids.narrow(1, 0, 3), &ct);
+    general->forward(ids.narrow(1, 0, 3), &cg);
+    EXPECT_TRUE(token->token_decode_ready(ct)) << variant;
+    for (int64_t t = 3; t < steps; ++t) {
+      const at::Tensor lt = token->decode_token(ids[0][t].item<int64_t>(), ct);
+      const at::Tensor lg = general->forward(ids.narrow(1, t, 1), &cg);
+      const double scale = lg.abs().max().item<double>();
+      EXPECT_LE((lt - lg).abs().max().item<double>(), 1e-5 * scale) << variant << " step " << t;
+      EXPECT_EQ(lt.sizes(), lg.sizes());
+    }
+    EXPECT_EQ(ct.seen, cg.seen);
+    ASSERT_TRUE(ct.token_scratch) << "the token path was not taken";
+    EXPECT_FALSE(cg.token_scratch) << "the reference took the token path";
+  }
+}
+
+// A model the token path cannot run (LoRA on q; a linear mixer) or a batch of two goes to the
+// general code, and forward still decodes.
+TEST(Decode, TokenPathIsNotTakenWhereItDoesNotApply) {
+  nlohmann::json lora = {{"lora", {{"r", 2}, {"alpha", 4.0}, {"targets", {"q_proj"}}}}};
+  for (const auto& spec : {layer("softmax", lora), layer("linear")}) {
+    DecoderModel m(tiny_config({layer("softmax"), spec}));
+    ModelCache cache = m->new_cache(1, 8, 4);
+    EXPECT_FALSE(m->token_decode_ready(cache));
+    torch::NoGradGuard no_grad;
+    EXPECT_EQ(m->forward(torch::zeros({1, 1}, torch::kInt64), &cache).sizes(),
+              (std::vector<int64_t>{1, 1, 50}));
+    EXPECT_FALSE(cache.token_scratch);
+  }
+  DecoderModel m(tiny_config({layer("softmax")}));
+  ModelCache two = m->new_cache(2, 8, 4);
+  EXPECT_FALSE(m->token_decode_ready(two));
+  EXPECT_THROW(m->decode_token(0, two), Error);
+}
+
 TEST(Forward, BadIdsAreErrors) {
   DecoderModel m(tiny_config({layer("softmax")}));
   EXPECT_THROW(m->forward(torch::full({1, 3}, 50, torch::kInt64)), Error);
