@@ -2,8 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <sys/mman.h>
-
 #include <cstdlib>
 #include <cstring>
 
@@ -221,12 +219,9 @@ void DecoderModelImpl::set_weights_dtype(at::ScalarType dtype) {
   // restarts the hardware prefetcher.
   int64_t total = 0;
   for (const at::Tensor& t : matrices) total += (t.numel() + 31) / 32 * 32;
-  constexpr size_t kHuge = size_t{2} << 20;
   const size_t bytes = static_cast<size_t>(total) * c10::elementSize(dtype);
-  const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
-  void* raw = std::aligned_alloc(kHuge, rounded);
+  void* raw = allocate_on_huge_pages(bytes);
   SUBQ_CHECK(raw != nullptr, "set_weights_dtype: cannot allocate ", bytes, " bytes");
-  madvise(raw, rounded, MADV_HUGEPAGE);  // a hint; may be ignored
   at::Tensor arena = torch::from_blob(
       raw, {total}, [](void* q) { std::free(q); }, torch::TensorOptions().dtype(dtype));
   int64_t offset = 0;

@@ -1,5 +1,9 @@
 #include "subq/memory.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -49,6 +53,14 @@ void check_fits_in_memory(uint64_t bytes, const std::string& what) {
   if (available == 0) return;
   SUBQ_CHECK(bytes <= available / 10 * 9, what, " needs ", gib(bytes), " GiB, but only ",
              gib(available), " GiB of memory is available");
+}
+
+void* allocate_on_huge_pages(size_t bytes) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t rounded = (std::max<size_t>(bytes, 1) + kHuge - 1) / kHuge * kHuge;
+  void* p = std::aligned_alloc(kHuge, rounded);
+  if (p) madvise(p, rounded, MADV_HUGEPAGE);  // a hint; may be ignored
+  return p;
 }
 
 }  // namespace subq

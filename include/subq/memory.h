@@ -5,6 +5,7 @@
 // a shell that ran something big) reports the parent's peak.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -20,5 +21,10 @@ uint64_t available_memory_bytes();
 // exceeds what is available (a margin of 10% is kept for everything else); does nothing when
 // the machine's memory is unknown. For checks before a large allocation.
 void check_fits_in_memory(uint64_t bytes, const std::string& what);
+
+// `bytes` rounded up to 2 MB, 2 MB aligned, with huge pages asked for (MADV_HUGEPAGE, a hint):
+// a long stream over it (decode's weights, the bandwidth bench) then restarts no prefetcher at
+// each 4 KB page and misses the TLB less. Free with std::free; nullptr when it cannot be had.
+void* allocate_on_huge_pages(size_t bytes);
 
 }  // namespace subq
