@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -79,14 +81,6 @@ void print(const Row& r, const ModelBenchConfig& c, const std::string& weights, 
   header = true;
 }
 
-// The f32 weights again after a bf16 pass (set_weights_dtype back to f32 would keep the
-// bf16 rounding).
-void restore_f32(model::DecoderModelImpl& m, const std::vector<at::Tensor>& copy) {
-  torch::NoGradGuard no_grad;
-  size_t i = 0;
-  for (auto& p : m.parameters()) p.set_data(copy[i++].clone());
-}
-
 }  // namespace
 
 CLI::App* add_model_bench_command(CLI::App& bench, ModelBenchConfig& c) {
@@ -138,11 +132,15 @@ int run_model_bench(const ModelBenchConfig& c) {
   const std::vector<int> thread_list = bench::thread_counts(c.threads);
   const auto path =
       c.model.empty() ? formats::default_teacher_path() : std::filesystem::path(c.model);
-  model::DecoderModel m = model::load_model(path);
+  // One model per weight dtype: bf16 is the f32 weights rounded once.
+  std::map<std::string, model::DecoderModel> models;
+  for (const std::string& w : weight_list) {
+    model::DecoderModel mw = model::load_model(path);
+    if (w == "bf16") mw->set_weights_dtype(torch::kBFloat16);
+    models.emplace(w, mw);
+  }
+  model::DecoderModel m = models.count("f32") ? models.at("f32") : model::load_model(path);
   const int64_t params = m->num_parameters();
-  std::vector<at::Tensor> f32_copy;
-  if (std::find(weight_list.begin(), weight_list.end(), "bf16") != weight_list.end())
-    for (const auto& p : m->parameters()) f32_copy.push_back(p.detach().clone());
   const int64_t vocab = m->config().vocab_size;
   bool header = false;
   for (int threads : thread_list) {
@@ -159,51 +157,71 @@ int run_model_bench(const ModelBenchConfig& c) {
     for (int64_t T : lengths) {
       torch::manual_seed(static_cast<uint64_t>(T));
       const at::Tensor ids = torch::randint(0, vocab, {1, T}, torch::kInt64);
-      for (size_t wi = 0; wi < weight_list.size(); ++wi) {
-        const std::string& weights = weight_list[wi];
-        // bf16 rounds the f32 weights once; back to f32 for the next pass, from a kept copy.
-        m->set_weights_dtype(weights == "bf16" ? torch::kBFloat16 : torch::kFloat32);
-        if (do_prefill || do_decode) {
-          torch::NoGradGuard no_grad;
+      auto prefill = [&](model::DecoderModelImpl& mw, model::ModelCache& cache) {
+        for (int64_t s = 0; s < T; s += 1024)
+          mw.forward(ids.narrow(1, s, std::min<int64_t>(1024, T - s)), &cache, true);
+      };
+      std::optional<torch::NoGradGuard> no_grad;  // inference until the training step
+      no_grad.emplace();
+      if (do_prefill)
+        for (const std::string& weights : weight_list) {
+          model::DecoderModelImpl& mw = *models.at(weights);
           std::vector<double> prefill_s;
-          for (int r = 0; r < (do_prefill ? c.reps : 1); ++r) {
-            model::ModelCache cache = m->new_cache(1, T + c.decode_tokens + 1, 1024);
+          for (int r = 0; r < c.reps; ++r) {
+            model::ModelCache cache = mw.new_cache(1, T + 1, 1024);
             const auto t0 = Clock::now();
-            for (int64_t s = 0; s < T; s += 1024)
-              m->forward(ids.narrow(1, s, std::min<int64_t>(1024, T - s)), &cache, true);
+            prefill(mw, cache);
             prefill_s.push_back(seconds_since(t0));
-            if (r + 1 < (do_prefill ? c.reps : 1) || !do_decode) continue;
-            // Decode: one token at a time after the prefill, each step timed.
-            std::vector<double> step_s;
-            at::Tensor next = torch::zeros({1, 1}, torch::kInt64);
-            for (int i = 0; i < c.decode_tokens; ++i) {
-              const auto t1 = Clock::now();
-              const at::Tensor logits = m->forward(next, &cache);
-              next = logits.argmax(-1);
-              step_s.push_back(seconds_since(t1));
-            }
-            const double ms = median(step_s) * 1e3;
-            // Bytes per step: every weight once, and the KV cache of the context read once.
-            const double bytes = static_cast<double>(weight_bytes(*m)) +
-                                 static_cast<double>(m->cache_cost(1024).bytes_per_token) *
-                                     static_cast<double>(T + c.decode_tokens / 2);
-            const double bound_ms = bytes / (bandwidth * 1e9) * 1e3;
-            print({T, "decode", threads, 1e3 / ms, ms, 0.0, 100.0 * bound_ms / ms,
-                   static_cast<double>(peak_rss_bytes()) / (1 << 20)},
-                  c, weights, header);
           }
-          if (do_prefill) {
-            const double s = median(prefill_s);
-            const double flops =
-                2.0 * static_cast<double>(params) * static_cast<double>(T) + attention_flops(*m, T);
-            print({T, "prefill", threads, static_cast<double>(T) / s,
-                   s * 1e3 / static_cast<double>(T), 100.0 * flops / s * 1e-9 / peak, 0.0,
-                   static_cast<double>(peak_rss_bytes()) / (1 << 20)},
-                  c, weights, header);
-          }
+          const double sec = median(prefill_s);
+          const double flops =
+              2.0 * static_cast<double>(params) * static_cast<double>(T) + attention_flops(mw, T);
+          print({T, "prefill", threads, static_cast<double>(T) / sec,
+                 sec * 1e3 / static_cast<double>(T), 100.0 * flops / sec * 1e-9 / peak, 0.0,
+                 static_cast<double>(peak_rss_bytes()) / (1 << 20)},
+                c, weights, header);
         }
-        if (weights == "bf16") restore_f32(*m, f32_copy);
+      if (do_decode) {
+        // Decode after a prefill, one token at a time, each step timed. With f32 and bf16 the
+        // two models' steps alternate: this machine's bandwidth drifts by tens of per cent
+        // within seconds, and alternating steps see the same drift (their ratio is what
+        // matters).
+        struct Run {
+          model::DecoderModelImpl* m;
+          model::ModelCache cache;
+          at::Tensor next;
+          std::vector<double> step_s;
+        };
+        std::vector<Run> runs;
+        for (const std::string& weights : weight_list) {
+          model::DecoderModelImpl& mw = *models.at(weights);
+          runs.push_back({&mw,
+                          mw.new_cache(1, T + c.decode_tokens + 1, 1024),
+                          torch::zeros({1, 1}, torch::kInt64),
+                          {}});
+          prefill(mw, runs.back().cache);
+        }
+        for (int i = 0; i < c.decode_tokens; ++i)
+          for (Run& run : runs) {
+            const auto t1 = Clock::now();
+            const at::Tensor logits = run.m->forward(run.next, &run.cache);
+            run.next = logits.argmax(-1);
+            run.step_s.push_back(seconds_since(t1));
+          }
+        for (size_t wi = 0; wi < runs.size(); ++wi) {
+          const Run& run = runs[wi];
+          const double ms = median(run.step_s) * 1e3;
+          // Bytes per step: every weight once, and the KV cache of the context read once.
+          const double bytes = static_cast<double>(weight_bytes(*run.m)) +
+                               static_cast<double>(run.m->cache_cost(1024).bytes_per_token) *
+                                   static_cast<double>(T + c.decode_tokens / 2);
+          const double bound_ms = bytes / (bandwidth * 1e9) * 1e3;
+          print({T, "decode", threads, 1e3 / ms, ms, 0.0, 100.0 * bound_ms / ms,
+                 static_cast<double>(peak_rss_bytes()) / (1 << 20)},
+                c, weight_list[wi], header);
+        }
       }
+      no_grad.reset();
       if (do_train) {
         // One step of every parameter: forward, next-token cross-entropy, backward (no
         // optimizer update: that is the training engine's, and memory-bound).

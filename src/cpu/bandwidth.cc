@@ -19,7 +19,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
 #include "hwy/highway.h"
-#include "src/cpu/prefetch.h"
+#include "src/cpu/prefetch-inl.h"
 #include "subq/error.h"
 #include "subq/memory.h"
 #include "subq/threads.h"
@@ -35,7 +35,7 @@ float SumRead(const float* HWY_RESTRICT x, size_t n) {
   auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
   size_t i = 0;
   for (; i + 4 * N <= n; i += 4 * N) {
-    prefetch_ahead(x + i, static_cast<int64_t>(4 * N * sizeof(float)));
+    PrefetchAhead(x + i, static_cast<int64_t>(4 * N * sizeof(float)));
     a0 = hn::Add(a0, hn::LoadU(d, x + i));
     a1 = hn::Add(a1, hn::LoadU(d, x + i + N));
     a2 = hn::Add(a2, hn::LoadU(d, x + i + 2 * N));

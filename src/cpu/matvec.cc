@@ -10,7 +10,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
 #include "hwy/highway.h"
-#include "src/cpu/prefetch.h"
+#include "src/cpu/prefetch-inl.h"
 #include "subq/error.h"
 #include "subq/threads.h"
 
@@ -78,7 +78,7 @@ HWY_INLINE void MatvecRowOne(const WT* HWY_RESTRICT row, const float* HWY_RESTRI
   auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
   int64_t c = 0;
   for (; c + 4 * L <= cols; c += 4 * L) {
-    prefetch_ahead(row + c, 4 * L * static_cast<int64_t>(sizeof(WT)));
+    PrefetchAhead(row + c, 4 * L * static_cast<int64_t>(sizeof(WT)));
     a0 = hn::MulAdd(LoadWeights(df, row, c), hn::LoadU(df, x + c), a0);
     a1 = hn::MulAdd(LoadWeights(df, row, c + L), hn::LoadU(df, x + c + L), a1);
     a2 = hn::MulAdd(LoadWeights(df, row, c + 2 * L), hn::LoadU(df, x + c + 2 * L), a2);
@@ -118,7 +118,7 @@ HWY_INLINE void MatvecRowOneBF16(const uint16_t* HWY_RESTRICT row, const float* 
   auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
   int64_t c = 0;
   for (; c + 4 * L <= cols; c += 4 * L) {
-    prefetch_ahead(row + c, 4 * L * 2);
+    PrefetchAhead(row + c, 4 * L * 2);
     const auto w0 = hn::LoadU(du, reinterpret_cast<const uint32_t*>(row + c));
     const auto w1 = hn::LoadU(du, reinterpret_cast<const uint32_t*>(row + c + 2 * L));
     a0 = hn::MulAdd(hn::BitCast(df, hn::ShiftLeft<16>(w0)), hn::LoadU(df, xp + c), a0);
@@ -213,8 +213,7 @@ void matvec(const TensorView& w, const TensorView& x, const TensorView& y) {
                  "matvec", "y", detail::concat("a contiguous [", n, ", ", rows, "] f32 tensor"),
                  y.defined() ? y.describe() : "undefined");
   // Blocks of 64 rows (at least 32 KB of bf16 weights each): enough to amortise the dispatch,
-  // and many more blocks than threads, for balance. (Blocks of 32 KB whatever the row length
-  // measured 10-25 % slower on the default teacher's decode weights, Zen 5; of 128 KB the same.)
+  // and many more blocks than threads, for balance.
   constexpr int64_t kBlock = 64;
   const int64_t blocks = (rows + kBlock - 1) / kBlock;
   const float* xp = x.data_as<const float>();
