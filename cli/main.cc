@@ -16,6 +16,7 @@
 #include "cli/bench_gemm.h"
 #include "cli/bench_model.h"
 #include "cli/model_commands.h"
+#include "cli/train_command.h"
 #include "torch/ops.h"
 #endif
 #include "subq/backend.h"
@@ -134,6 +135,9 @@ int main(int argc, char** argv) {
   CLI::App* generate = subq::cli::add_generate_command(app, gc);
   subq::cli::InfoConfig ic;
   CLI::App* info = subq::cli::add_info_command(app, ic);
+  // subq train
+  subq::cli::TrainCommandConfig tc;
+  CLI::App* train = subq::cli::add_train_command(app, tc);
 #endif
 
   try {
@@ -180,6 +184,8 @@ int main(int argc, char** argv) {
       return subq::cli::run_generate(gc);
     } else if (*info) {
       return subq::cli::run_info(ic);
+    } else if (*train) {
+      return subq::cli::run_train(tc);
     }
 #endif
   } catch (const subq::Error& e) {

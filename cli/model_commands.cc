@@ -29,6 +29,19 @@ double current_rss_mib() {
   return static_cast<double>(current_rss_bytes()) / (1024.0 * 1024.0);
 }
 
+// --model, or the default teacher when it is not given.
+std::filesystem::path model_path(const std::string& option) {
+  return option.empty() ? formats::default_teacher_path() : std::filesystem::path(option);
+}
+
+std::string mib(size_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+}  // namespace
+
 // One team of threads: subq's kernels run on libtorch's (torch_ops installs that backend), so
 // this sets both. 0 means every core.
 void set_model_threads(int threads) {
@@ -43,19 +56,6 @@ void set_model_threads(int threads) {
     set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   }
 }
-
-// --model, or the default teacher when it is not given.
-std::filesystem::path model_path(const std::string& option) {
-  return option.empty() ? formats::default_teacher_path() : std::filesystem::path(option);
-}
-
-std::string mib(size_t bytes) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.3f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
-  return buf;
-}
-
-}  // namespace
 
 CLI::App* add_generate_command(CLI::App& app, GenerateConfig& c) {
   CLI::App* g = app.add_subcommand(

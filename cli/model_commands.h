@@ -34,4 +34,8 @@ CLI::App* add_info_command(CLI::App& app, InfoConfig& cfg);
 int run_generate(const GenerateConfig& cfg);
 int run_info(const InfoConfig& cfg);
 
+// One team of threads for subq's kernels and libtorch's ops; 0 means every core (or
+// SUBQ_NUM_THREADS). Errors on a count beyond max_threads().
+void set_model_threads(int threads);
+
 }  // namespace subq::cli

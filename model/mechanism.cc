@@ -1,5 +1,6 @@
 #include "model/mechanism.h"
 
+#include "formats/json_options.h"
 #include "formats/strict_json.h"
 
 #include <algorithm>
@@ -13,6 +14,7 @@ namespace {
 
 using formats::json_excerpt;
 using nlohmann::json;
+using OptionReader = formats::JsonOptions;
 
 // Upper bounds of the size options. Each is far above what a real layer uses (hedgehog and
 // taylor maps are a few hundred wide, Mamba-2 states 64 to 256, LoRA ranks 4 to 64).
@@ -26,71 +28,6 @@ constexpr int64_t kMaxLoraRank = 1024;
 const std::vector<std::string> kLoraTargets = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                "gate_proj", "up_proj", "down_proj"};
 
-// Reads options of one entry, remembering which were read so that leftovers are reported.
-class OptionReader {
- public:
-  OptionReader(const json& options, std::string where) : o_(options), where_(std::move(where)) {}
-
-  // Every size option is bounded: with the checkpoint's own tensors bounding the model's
-  // dimensions, these bounds keep what a mixer allocates from its options a small multiple of
-  // the model (a 1 KB config cannot ask for a terabyte).
-  int64_t integer(const char* key, int64_t def, int64_t min, int64_t max) {
-    if (!take(key)) return def;
-    const json& v = o_.at(key);
-    SUBQ_CHECK(v.is_number_integer(), where_, ": ", key, ": expected an integer, got ",
-               json_excerpt(v));
-    SUBQ_CHECK(!v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(max), where_,
-               ": ", key, ": expected an integer in [", min, ", ", max, "], got ", json_excerpt(v));
-    const int64_t x = v.get<int64_t>();
-    SUBQ_CHECK(x >= min && x <= max, where_, ": ", key, ": expected an integer in [", min, ", ",
-               max, "], got ", x);
-    return x;
-  }
-  double number(const char* key, double def) {
-    if (!take(key)) return def;
-    const json& v = o_.at(key);
-    SUBQ_CHECK(v.is_number(), where_, ": ", key, ": expected a number, got ", v.dump());
-    return v.get<double>();
-  }
-  bool boolean(const char* key, bool def) {
-    if (!take(key)) return def;
-    const json& v = o_.at(key);
-    SUBQ_CHECK(v.is_boolean(), where_, ": ", key, ": expected true or false, got ", v.dump());
-    return v.get<bool>();
-  }
-  std::string choice(const char* key, const std::string& def,
-                     const std::vector<std::string>& allowed) {
-    if (!take(key)) return def;
-    const json& v = o_.at(key);
-    const std::string s = v.is_string() ? v.get<std::string>() : v.dump();
-    if (!v.is_string() || std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
-      std::string list;
-      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-      throw Error(detail::concat(where_, ": ", key, ": expected one of ", list, ", got ", s));
-    }
-    return s;
-  }
-  const json* object(const char* key) {
-    if (!take(key)) return nullptr;
-    const json& v = o_.at(key);
-    SUBQ_CHECK(v.is_object(), where_, ": ", key, ": expected an object, got ", v.dump());
-    return &v;
-  }
-  void forbid_rest(const std::string& mechanism) const {
-    for (const auto& [k, v] : o_.items())
-      SUBQ_CHECK(read_.count(k), where_, ": unknown option \"", k, "\" for mechanism ", mechanism);
-  }
-
- private:
-  bool take(const char* key) {
-    read_.insert(key);
-    return o_.contains(key);
-  }
-  const json& o_;
-  std::string where_;
-  std::set<std::string> read_;
-};
-
 LoraSpec parse_lora(const json& j, const std::string& where) {
   LoraSpec lora;
   json rest = j;  // "targets" is a list, read apart from the scalar options
@@ -98,7 +35,7 @@ LoraSpec parse_lora(const json& j, const std::string& where) {
   OptionReader r(rest, where + ": lora");
   lora.r = r.integer("r", 8, 1, kMaxLoraRank);
   lora.alpha = r.number("alpha", 16);
-  r.forbid_rest("lora");
+  r.forbid_rest("mechanism lora");
   if (!j.contains("targets")) {
     lora.targets = {"q_proj", "k_proj", "v_proj", "o_proj"};  // LoLCATs' stage-2 choice
     return lora;
@@ -187,7 +124,7 @@ MixerSpec parse_mixer_spec(const LayerSpec& layer, const LlamaConfig& config,
     SUBQ_CHECK((s.chunk_size & (s.chunk_size - 1)) == 0 && s.chunk_size <= 256, where,
                ": chunk_size: expected a power of two from 16 to 256, got ", s.chunk_size);
   if (const json* lora = r.object("lora")) s.lora = parse_lora(*lora, where);
-  r.forbid_rest(m);
+  r.forbid_rest("mechanism " + m);
   return s;
 }
 

@@ -1,0 +1,158 @@
+// The training engine (train/): the schedule, the config's checks, resume reproducing an
+// uninterrupted run exactly, and training that learns (MQAR).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include <unistd.h>
+
+#include "model/decoder.h"
+#include "subq/error.h"
+#include "subq/threads.h"
+#include "train/schedule.h"
+#include "train/trainer.h"
+
+namespace subq::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(Schedule, WarmsUpLinearlyThenFollowsTheCosine) {
+  Schedule s{1.0, 4, 14, 0.0};
+  EXPECT_DOUBLE_EQ(lr_at(s, 0), 0.25);
+  EXPECT_DOUBLE_EQ(lr_at(s, 3), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(s, 4), 1.0);     // the cosine's start
+  EXPECT_NEAR(lr_at(s, 9), 0.5, 1e-12);   // half way: cos(pi / 2)
+  EXPECT_NEAR(lr_at(s, 14), 0.0, 1e-12);  // the end
+  EXPECT_NEAR(lr_at(s, 6), 0.5 * (1 + std::cos(M_PI * 0.2)), 1e-12);
+  s.min_lr_ratio = 0.1;
+  EXPECT_NEAR(lr_at(s, 14), 0.1, 1e-12);
+  EXPECT_NEAR(lr_at(s, 9), 0.1 + 0.9 * 0.5, 1e-12);
+  Schedule none{2.0, 0, 10, 0.0};
+  EXPECT_DOUBLE_EQ(lr_at(none, 0), 2.0);
+}
+
+const char* kTiny = R"({
+  "model_config": {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+                   "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 64,
+                   "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                   "tie_word_embeddings": true},
+  "data": {"task": "mqar", "vocab": 64, "seq_len": 32, "num_pairs": 4},
+  "batch_size": 4, "steps": 6, "lr": 3e-3, "warmup_steps": 2, "checkpoint_every": 2,
+  "seed": 5
+})";
+
+TEST(Config, BadConfigsAreOneLineErrors) {
+  EXPECT_NO_THROW(parse_train_config(kTiny, "tiny.json"));
+  auto bad = [](const std::string& text, const std::string& needle) {
+    try {
+      parse_train_config(text, "t.json");
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  const std::string data =
+      R"("data": {"task": "mqar", "vocab": 64, "seq_len": 32, "num_pairs": 4})";
+  bad("[1]", "expected a JSON object");
+  bad("{" + data + "}", "exactly one of model");
+  bad(R"({"model": "x", "model_config": {}, )" + data + "}", "exactly one of model");
+  bad(R"({"model": "x"})", "data");
+  bad(R"({"model": "x", )" + data + R"(, "stpes": 3})", "unknown option \"stpes\"");
+  bad(R"({"model": "x", )" + data + R"(, "steps": 0})", "steps");
+  bad(R"({"model": "x", )" + data + R"(, "lr": "fast"})", "lr: expected a number");
+  bad(R"({"model": "x", )" + data + R"(, "lr": -1})", "lr: expected");
+  bad(R"({"model": "x", )" + data + R"(, "warmup_steps": 200, "steps": 100})", "warmup_steps");
+  bad(R"({"model": "x", )" + data + R"(, "groups": {"mlps": {}}})", "unknown group \"mlps\"");
+  bad(R"({"model": "x", )" + data + R"(, "groups": {"mlp": {"frozen": true}}})", "frozen");
+  bad(R"({"model": "x", "data": {"task": "passkey"}})", "task");
+  bad(R"({"model": "x", "data": {"task": "mqar", "seq_len": 30, "num_pairs": 8}})", "num_pairs");
+}
+
+std::vector<double> losses(const std::vector<StepRecord>& r) {
+  std::vector<double> l;
+  for (const auto& s : r) l.push_back(s.loss);
+  return l;
+}
+
+TEST(Resume, ContinuesExactlyAsAnUninterruptedRun) {
+  set_num_threads(1);
+  const TrainConfig c = parse_train_config(kTiny, "tiny.json");
+  const fs::path base = fs::temp_directory_path() / ("subq_train_" + std::to_string(getpid()));
+  fs::remove_all(base);
+  RunOptions whole;
+  whole.out = base / "whole";
+  const std::vector<double> expected = losses(run_training(c, whole));
+  ASSERT_EQ(expected.size(), 6u);
+
+  RunOptions part;
+  part.out = base / "part";
+  part.stop_after = 3;  // a checkpoint at step 2 (checkpoint_every) and at 3 (the stop)
+  std::vector<double> got = losses(run_training(c, part));
+  ASSERT_EQ(got.size(), 3u);
+  part.stop_after = 0;
+  part.resume = true;
+  for (double l : losses(run_training(c, part))) got.push_back(l);
+  EXPECT_EQ(got, expected) << "bitwise the same losses";
+
+  // A resume with another model or data is refused; so is one with no checkpoint.
+  TrainConfig other = c;
+  other.seed = 6;
+  EXPECT_THROW(run_training(other, part), Error);
+  RunOptions none;
+  none.out = base / "none";
+  none.resume = true;
+  EXPECT_THROW(run_training(c, none), Error);
+  fs::remove_all(base);
+}
+
+// Not yet the Zoology bar (a 2-layer model at its expected MQAR accuracy needs thousands of
+// steps: docs/train.md), but the loss must fall: the engine really optimises.
+TEST(Training, LowersTheLoss) {
+  set_num_threads(1);
+  std::string text = kTiny;
+  const std::string six = "\"steps\": 6,";
+  text.replace(text.find(six), six.size(), "\"steps\": 80,");
+  const TrainConfig c = parse_train_config(text, "tiny80.json");
+  const fs::path out = fs::temp_directory_path() / ("subq_lower_" + std::to_string(getpid()));
+  fs::remove_all(out);
+  RunOptions run;
+  run.out = out;
+  const std::vector<double> l = losses(run_training(c, run));
+  ASSERT_EQ(l.size(), 80u);
+  double first = 0, last = 0;
+  for (int i = 0; i < 10; ++i) {
+    first += l[i] / 10;
+    last += l[70 + i] / 10;
+  }
+  EXPECT_LT(last, first - 0.3) << "first 10 steps " << first << ", last 10 " << last;
+  fs::remove_all(out);
+}
+
+TEST(Groups, FrozenGroupsDoNotMove) {
+  set_num_threads(1);
+  std::string text = kTiny;
+  text.insert(text.rfind('}'), R"(, "groups": {"embeddings": {"trainable": false}})");
+  const TrainConfig c = parse_train_config(text, "frozen.json");
+  const fs::path out = fs::temp_directory_path() / ("subq_frozen_" + std::to_string(getpid()));
+  fs::remove_all(out);
+  RunOptions run;
+  run.out = out;
+  run_training(c, run);
+  // The fresh model of the same seed, and the trained one from its checkpoint.
+  torch::manual_seed(c.seed);
+  model::DecoderModel fresh(formats::parse_llama_config(c.model_config.dump()));
+  model::DecoderModel trained = model::load_model(out / "checkpoint");
+  auto a = fresh->named_parameters();
+  auto b = trained->named_parameters();
+  EXPECT_TRUE(torch::equal(a["model.embed_tokens.weight"], b["model.embed_tokens.weight"]));
+  EXPECT_FALSE(
+      torch::equal(a["model.layers.0.mlp.up_proj.weight"], b["model.layers.0.mlp.up_proj.weight"]));
+  fs::remove_all(out);
+}
+
+}  // namespace
+}  // namespace subq::train
