@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
-#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -139,7 +138,11 @@ int run_model_bench(const ModelBenchConfig& c) {
     if (w == "bf16") mw->set_weights_dtype(torch::kBFloat16);
     models.emplace(w, mw);
   }
-  model::DecoderModel m = models.count("f32") ? models.at("f32") : model::load_model(path);
+  // The f32 model also gives the parameter count and runs the training step; loaded apart
+  // only when the f32 weights were not asked for and a training step is.
+  model::DecoderModel m = models.count("f32") ? models.at("f32")
+                          : do_train          ? model::load_model(path)
+                                              : models.begin()->second;
   const int64_t params = m->num_parameters();
   const int64_t vocab = m->config().vocab_size;
   bool header = false;
@@ -161,67 +164,67 @@ int run_model_bench(const ModelBenchConfig& c) {
         for (int64_t s = 0; s < T; s += 1024)
           mw.forward(ids.narrow(1, s, std::min<int64_t>(1024, T - s)), &cache, true);
       };
-      std::optional<torch::NoGradGuard> no_grad;  // inference until the training step
-      no_grad.emplace();
-      if (do_prefill)
-        for (const std::string& weights : weight_list) {
-          model::DecoderModelImpl& mw = *models.at(weights);
-          std::vector<double> prefill_s;
-          for (int r = 0; r < c.reps; ++r) {
-            model::ModelCache cache = mw.new_cache(1, T + 1, 1024);
-            const auto t0 = Clock::now();
-            prefill(mw, cache);
-            prefill_s.push_back(seconds_since(t0));
+      {
+        torch::NoGradGuard no_grad;  // inference, until the training step
+        if (do_prefill)
+          for (const std::string& weights : weight_list) {
+            model::DecoderModelImpl& mw = *models.at(weights);
+            std::vector<double> prefill_s;
+            for (int r = 0; r < c.reps; ++r) {
+              model::ModelCache cache = mw.new_cache(1, T + 1, 1024);
+              const auto t0 = Clock::now();
+              prefill(mw, cache);
+              prefill_s.push_back(seconds_since(t0));
+            }
+            const double sec = median(prefill_s);
+            const double flops =
+                2.0 * static_cast<double>(params) * static_cast<double>(T) + attention_flops(mw, T);
+            print({T, "prefill", threads, static_cast<double>(T) / sec,
+                   sec * 1e3 / static_cast<double>(T), 100.0 * flops / sec * 1e-9 / peak, 0.0,
+                   static_cast<double>(peak_rss_bytes()) / (1 << 20)},
+                  c, weights, header);
           }
-          const double sec = median(prefill_s);
-          const double flops =
-              2.0 * static_cast<double>(params) * static_cast<double>(T) + attention_flops(mw, T);
-          print({T, "prefill", threads, static_cast<double>(T) / sec,
-                 sec * 1e3 / static_cast<double>(T), 100.0 * flops / sec * 1e-9 / peak, 0.0,
-                 static_cast<double>(peak_rss_bytes()) / (1 << 20)},
-                c, weights, header);
-        }
-      if (do_decode) {
-        // Decode after a prefill, one token at a time, each step timed. With f32 and bf16 the
-        // two models' steps alternate: this machine's bandwidth drifts by tens of per cent
-        // within seconds, and alternating steps see the same drift (their ratio is what
-        // matters).
-        struct Run {
-          model::DecoderModelImpl* m;
-          model::ModelCache cache;
-          at::Tensor next;
-          std::vector<double> step_s;
-        };
-        std::vector<Run> runs;
-        for (const std::string& weights : weight_list) {
-          model::DecoderModelImpl& mw = *models.at(weights);
-          runs.push_back({&mw,
-                          mw.new_cache(1, T + c.decode_tokens + 1, 1024),
-                          torch::zeros({1, 1}, torch::kInt64),
-                          {}});
-          prefill(mw, runs.back().cache);
-        }
-        for (int i = 0; i < c.decode_tokens; ++i)
-          for (Run& run : runs) {
-            const auto t1 = Clock::now();
-            const at::Tensor logits = run.m->forward(run.next, &run.cache);
-            run.next = logits.argmax(-1);
-            run.step_s.push_back(seconds_since(t1));
+        if (do_decode) {
+          // Decode after a prefill, one token at a time, each step timed. With f32 and bf16 the
+          // two models' steps alternate: this machine's bandwidth drifts by tens of per cent
+          // within seconds, and alternating steps see the same drift (their ratio is what
+          // matters).
+          struct Run {
+            model::DecoderModelImpl* m;
+            model::ModelCache cache;
+            at::Tensor next;
+            std::vector<double> step_s;
+          };
+          std::vector<Run> runs;
+          for (const std::string& weights : weight_list) {
+            model::DecoderModelImpl& mw = *models.at(weights);
+            runs.push_back({&mw,
+                            mw.new_cache(1, T + c.decode_tokens + 1, 1024),
+                            torch::zeros({1, 1}, torch::kInt64),
+                            {}});
+            prefill(mw, runs.back().cache);
           }
-        for (size_t wi = 0; wi < runs.size(); ++wi) {
-          const Run& run = runs[wi];
-          const double ms = median(run.step_s) * 1e3;
-          // Bytes per step: every weight once, and the KV cache of the context read once.
-          const double bytes = static_cast<double>(weight_bytes(*run.m)) +
-                               static_cast<double>(run.m->cache_cost(1024).bytes_per_token) *
-                                   static_cast<double>(T + c.decode_tokens / 2);
-          const double bound_ms = bytes / (bandwidth * 1e9) * 1e3;
-          print({T, "decode", threads, 1e3 / ms, ms, 0.0, 100.0 * bound_ms / ms,
-                 static_cast<double>(peak_rss_bytes()) / (1 << 20)},
-                c, weight_list[wi], header);
+          for (int i = 0; i < c.decode_tokens; ++i)
+            for (Run& run : runs) {
+              const auto t1 = Clock::now();
+              const at::Tensor logits = run.m->forward(run.next, &run.cache);
+              run.next = logits.argmax(-1);
+              run.step_s.push_back(seconds_since(t1));
+            }
+          for (size_t wi = 0; wi < runs.size(); ++wi) {
+            const Run& run = runs[wi];
+            const double ms = median(run.step_s) * 1e3;
+            // Bytes per step: every weight once, and the KV cache of the context read once.
+            const double bytes = static_cast<double>(weight_bytes(*run.m)) +
+                                 static_cast<double>(run.m->cache_cost(1024).bytes_per_token) *
+                                     static_cast<double>(T + c.decode_tokens / 2);
+            const double bound_ms = bytes / (bandwidth * 1e9) * 1e3;
+            print({T, "decode", threads, 1e3 / ms, ms, 0.0, 100.0 * bound_ms / ms,
+                   static_cast<double>(peak_rss_bytes()) / (1 << 20)},
+                  c, weight_list[wi], header);
+          }
         }
       }
-      no_grad.reset();
       if (do_train) {
         // One step of every parameter: forward, next-token cross-entropy, backward (no
         // optimizer update: that is the training engine's, and memory-bound).

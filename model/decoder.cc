@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -34,12 +35,12 @@ bool DecoderLayerImpl::token_decode_ready(const LayerCache& cache) const {
   return self_attn->token_decode_ready(cache) && mlp->token_decode_ready();
 }
 
-void DecoderLayerImpl::decode_token(TokenScratch& s, LayerCache& cache, const RopeTable& rope) {
+void DecoderLayerImpl::decode_token(TokenScratch& s, LayerCache& cache) {
   // forward, one row: h += self_attn(input_layernorm(h)); h += mlp(post_attention_layernorm(h)).
   const int64_t d = static_cast<int64_t>(s.h.size());
   rms_norm_row(s.h.data(), input_layernorm->weight.data_ptr<float>(), d, input_layernorm->eps,
                s.x.data());
-  self_attn->decode_token(s.x.data(), s.y.data(), s, cache, rope);
+  self_attn->decode_token(s.x.data(), s.y.data(), s, cache);
   for (int64_t i = 0; i < d; ++i) s.h[i] += s.y[i];
   rms_norm_row(s.h.data(), post_attention_layernorm->weight.data_ptr<float>(), d,
                post_attention_layernorm->eps, s.x.data());
@@ -82,7 +83,7 @@ at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache,
   SUBQ_CHECK(T > 0, "DecoderModel::forward: ids: expected at least one token");
   if (cache && T == 1 && ids.size(0) == 1 && !torch::GradMode::is_enabled() && use_token_decode &&
       token_decode_enabled() && token_decode_ready(*cache))
-    return decode_token(ids.contiguous().data_ptr<int64_t>()[0], *cache);
+    return run_token_path(ids.contiguous().data_ptr<int64_t>()[0], *cache);
   if (ids.numel() > 0) {
     const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
     SUBQ_CHECK(lo >= 0 && hi < config_.vocab_size, "DecoderModel::forward: ids: expected ",
@@ -121,16 +122,42 @@ bool DecoderModelImpl::token_decode_ready(const ModelCache& cache) const {
 }
 
 at::Tensor DecoderModelImpl::decode_token(int64_t id, ModelCache& cache) {
-  SUBQ_CHECK(id >= 0 && id < config_.vocab_size, "DecoderModel::forward: ids: expected ",
-             "token ids in [0, ", config_.vocab_size, "), got ", id);
   SUBQ_CHECK(token_decode_ready(cache), "decode_token: this model or cache has no token path ",
              "(a batch of one, softmax layers and no LoRA; see token_decode_ready)");
-  if (!cache.token_scratch) cache.token_scratch = std::make_shared<TokenScratch>();
+  return run_token_path(id, cache);
+}
+
+at::Tensor DecoderModelImpl::run_token_path(int64_t id, ModelCache& cache) {
+  SUBQ_CHECK(id >= 0 && id < config_.vocab_size, "DecoderModel::forward: ids: expected ",
+             "token ids in [0, ", config_.vocab_size, "), got ", id);
+  if (!cache.token_scratch) {
+    cache.token_scratch = std::make_shared<TokenScratch>();
+    const auto [inv_freq, factor] = rope_inv_freq(config_);
+    const at::Tensor f = inv_freq.contiguous();
+    cache.token_scratch->inv_freq.assign(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+    cache.token_scratch->rope_factor = factor;
+  }
   TokenScratch& s = *cache.token_scratch;
   const int64_t d = config_.hidden_size;
   s.h.resize(static_cast<size_t>(d));
   s.x.resize(static_cast<size_t>(d));
   s.y.resize(static_cast<size_t>(d));
+  // RoPE's rows for this position, as make_rope_table: angle = pos * inv_freq in f32, the same
+  // angles for both halves, cos and sin times the attention factor when it is not 1.
+  const int64_t half = static_cast<int64_t>(s.inv_freq.size());
+  s.cos.resize(static_cast<size_t>(2 * half));
+  s.sin.resize(static_cast<size_t>(2 * half));
+  const float pos = static_cast<float>(cache.seen);
+  for (int64_t i = 0; i < half; ++i) {
+    const float angle = pos * s.inv_freq[i];
+    float c = std::cos(angle), sn = std::sin(angle);
+    if (s.rope_factor != 1.0) {  // in f32, as a float tensor times a scalar
+      c *= static_cast<float>(s.rope_factor);
+      sn *= static_cast<float>(s.rope_factor);
+    }
+    s.cos[i] = s.cos[i + half] = c;
+    s.sin[i] = s.sin[i + half] = sn;
+  }
   // h = embed_tokens(id), in f32 whatever the table's dtype.
   const at::Tensor& table = embed_tokens->weight;
   if (table.scalar_type() == torch::kBFloat16) {
@@ -139,9 +166,8 @@ at::Tensor DecoderModelImpl::decode_token(int64_t id, ModelCache& cache) {
   } else {
     std::memcpy(s.h.data(), table.data_ptr<float>() + id * d, static_cast<size_t>(d) * 4);
   }
-  const RopeTable rope = make_rope_table(cache.seen, 1, config_);
   for (size_t i = 0; i < layers->size(); ++i)
-    layers->ptr<DecoderLayerImpl>(i)->decode_token(s, *cache.layers[i], rope);
+    layers->ptr<DecoderLayerImpl>(i)->decode_token(s, *cache.layers[i]);
   cache.seen += 1;
   rms_norm_row(s.h.data(), norm->weight.data_ptr<float>(), d, norm->eps, s.x.data());
   const at::Tensor& out = lm_head ? lm_head->weight : table;

@@ -38,7 +38,7 @@ class DecoderLayerImpl : public torch::nn::Module {
   // The token path (model/token_decode.h): forward of one token of one sequence on s.h, in
   // place, when token_decode_ready.
   bool token_decode_ready(const LayerCache& cache) const;
-  void decode_token(TokenScratch& s, LayerCache& cache, const RopeTable& rope);
+  void decode_token(TokenScratch& s, LayerCache& cache);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   std::shared_ptr<MixerImpl> self_attn;
   Mlp mlp{nullptr};
@@ -108,6 +108,11 @@ class DecoderModelImpl : public torch::nn::Module {
   // forward takes the token path where it can unless this is false (or SUBQ_TOKEN_DECODE=0).
   bool use_token_decode = true;
 
+ private:
+  // decode_token once token_decode_ready(cache) is known to hold.
+  at::Tensor run_token_path(int64_t id, ModelCache& cache);
+
+ public:
   torch::nn::Module* model_body = nullptr;
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};

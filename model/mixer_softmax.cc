@@ -76,8 +76,7 @@ class SoftmaxMixer : public MixerImpl {
 
   // forward's decode step on raw rows: q, k, v; RoPE; the token joins the cache and attends to
   // it (flash_attention_decode, the same options); o_proj.
-  void decode_token(const float* x, float* y, TokenScratch& s, LayerCache& cache,
-                    const RopeTable& rope) override {
+  void decode_token(const float* x, float* y, TokenScratch& s, LayerCache& cache) override {
     auto& kv = static_cast<KvCache&>(cache);
     SUBQ_CHECK(kv.ring || kv.seen + 1 <= kv.k.size(1), "softmax attention: the KV cache holds ",
                kv.k.size(1), " tokens; ", kv.seen, " + 1 do not fit (raise the capacity)");
@@ -88,8 +87,8 @@ class SoftmaxMixer : public MixerImpl {
     s.attn.resize(static_cast<size_t>(nq));
     s.lse.resize(static_cast<size_t>(H_));
     attn_.project_token(x, s.qkv.data());
-    const float* cos = rope.cos.data_ptr<float>();  // [1, hd]
-    const float* sin = rope.sin.data_ptr<float>();
+    const float* cos = s.cos.data();  // [hd]
+    const float* sin = s.sin.data();
     for (int64_t h = 0; h < H_; ++h)
       rope_row(s.qkv.data() + h * hd_, cos, sin, hd_, s.q.data() + h * hd_);
     for (int64_t h = 0; h < Hkv; ++h)

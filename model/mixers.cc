@@ -34,7 +34,7 @@ void attach_mixer_lora(const MixerSpec& spec,
   }
 }
 
-void MixerImpl::decode_token(const float*, float*, TokenScratch&, LayerCache&, const RopeTable&) {
+void MixerImpl::decode_token(const float*, float*, TokenScratch&, LayerCache&) {
   SUBQ_CHECK(false, "decode_token: this mixer has no token path (token_decode_ready is false)");
 }
 
@@ -91,10 +91,6 @@ at::Tensor repeat_kv(const at::Tensor& x, int64_t groups) {
   if (groups == 1) return x;
   return x.repeat_interleave(groups, /*dim=*/2);
 }
-
-}  // namespace subq::model
-
-namespace subq::model {
 
 bool AttentionProjections::token_ready() const {
   for (const ProjectionImpl* p : {q_proj.get(), k_proj.get(), v_proj.get(), o_proj.get()})

@@ -56,8 +56,8 @@ class MixerImpl : public torch::nn::Module {
   // sequence on raw rows with this cache, and that step: x [hidden] -> y [hidden], the cache
   // advanced by one. Mixers that do not override them are run by the general code.
   virtual bool token_decode_ready(const LayerCache& /*cache*/) const { return false; }
-  virtual void decode_token(const float* x, float* y, TokenScratch& s, LayerCache& cache,
-                            const RopeTable& rope);
+  // RoPE's cos and sin rows for the token's position are in s.cos and s.sin.
+  virtual void decode_token(const float* x, float* y, TokenScratch& s, LayerCache& cache);
   const MixerSpec& spec() const { return spec_; }
 
  protected:

@@ -15,6 +15,11 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
+bool env_switch_on(const char* name) {
+  const char* e = std::getenv(name);
+  return e == nullptr || std::string(e) != "0";
+}
+
 bool decode_rows(const at::Tensor& x, const at::Tensor& w) {
   const int64_t d = x.dim() > 0 ? x.size(-1) : 0;
   return x.scalar_type() == torch::kFloat32 && d > 0 && x.numel() > 0 &&
@@ -72,10 +77,7 @@ at::Tensor linear_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   // f32 weights go through subq's matvec too: level with MKL's GEMV on Intel, 2.4-2.8x faster
   // on AMD Zen 5, where MKL's GEMV does not use AVX-512 (docs/performance.md, "Decode").
   // SUBQ_MATVEC_F32=0 sends them to libtorch's GEMV instead.
-  static const bool matvec_f32 = [] {
-    const char* e = std::getenv("SUBQ_MATVEC_F32");
-    return e == nullptr || std::string(e) != "0";
-  }();
+  static const bool matvec_f32 = env_switch_on("SUBQ_MATVEC_F32");
   if ((bf16 || matvec_f32) && decode_rows(x, w)) {
     const at::Tensor x2 = x.reshape({rows, in}).contiguous();
     const at::Tensor wc = w.contiguous();

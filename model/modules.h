@@ -39,6 +39,9 @@ class ProjectionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Projection);
 
+// Whether the run-time switch `name` is on: unset, or set to anything but "0".
+bool env_switch_on(const char* name);
+
 // A decode step's few rows: x f32 with at most kMatvecMaxRows rows (of its last dim, which is
 // contiguous), and no autograd through x or w. There each small op costs more in dispatch (a
 // few microseconds) than in arithmetic, so the model's fast paths (linear_any's matvec, RMSNorm,

@@ -1,18 +1,12 @@
 #include "model/token_decode.h"
 
-#include <cstdlib>
-#include <string>
-
 #include "subq/error.h"
 #include "subq/matvec.h"
 
 namespace subq::model {
 
 bool token_decode_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("SUBQ_TOKEN_DECODE");
-    return e == nullptr || std::string(e) != "0";
-  }();
+  static const bool on = env_switch_on("SUBQ_TOKEN_DECODE");
   return on;
 }
 
@@ -38,12 +32,8 @@ void project_row(const ProjectionImpl& p, const float* x, float* y) {
   }
 }
 
-}  // namespace subq::model
-
 // The MLP's token step: down(silu(gate(x)) * up(x)), gate and up in one matvec when the arena
 // lays them back to back.
-namespace subq::model {
-
 bool MlpImpl::token_decode_ready() const {
   for (const ProjectionImpl* p : {gate_proj.get(), up_proj.get(), down_proj.get()})
     if (p->has_lora() || !p->weight.is_contiguous()) return false;

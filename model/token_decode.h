@@ -1,9 +1,9 @@
 // One decode step of one sequence, torch-free: the token's whole pass through the decoder on
 // raw float rows and subq's kernels (matvec, flash_attention_decode), into scratch that the cache
 // owns. A decode step of a 135M-parameter model is 150 matvecs and a few hundred tiny ops; run
-// through libtorch, each tiny op costs a few microseconds of dispatch and an allocation, about
-// 2 ms per token in all, a fifth of a bf16 step (docs/performance.md, "Decode"). This path
-// costs none of that and computes what the general code computes (tests/model:
+// through libtorch, each tiny op costs a few microseconds of dispatch and an allocation: this
+// path saved about 0.7 ms of an 8.3-8.6 ms bf16 step of the default teacher (docs/performance.md,
+// "The whole model on AMD Zen 5"). It computes what the general code computes (tests/model:
 // Decode.TokenPathMatchesTheGeneralCode).
 //
 // It is taken by DecoderModelImpl::forward for ids [1, 1] with a cache and autograd off, when
@@ -32,6 +32,11 @@ struct TokenScratch {
   std::vector<float> lse;   // [H]
   std::vector<float> gu;    // [2 intermediate]: gate and up
   std::vector<float> act;   // [intermediate]: silu(gate) * up
+  // RoPE: the config's inverse frequencies [hd / 2] and attention factor, computed once; the
+  // cos and sin rows [hd] of the current position, as make_rope_table computes them.
+  std::vector<float> inv_freq;
+  double rope_factor = 1;
+  std::vector<float> cos, sin;
 };
 
 // Whether the token path is on (SUBQ_TOKEN_DECODE, read once: anything but "0" is on).

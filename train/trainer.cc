@@ -100,10 +100,6 @@ fs::path checkpoint_to_resume(const fs::path& out) {
   throw Error(detail::concat("--resume: no checkpoint in ", out.string()));
 }
 
-void write_log_header(std::ofstream& log) {
-  log << "step,loss,lr,grad_norm,tokens,seconds\n";
-}
-
 }  // namespace
 
 TrainConfig parse_train_config(const std::string& text, const std::string& source) {
@@ -283,7 +279,7 @@ std::vector<StepRecord> run_training(const TrainConfig& c, const RunOptions& run
   }
   std::ofstream log(log_path, std::ios::trunc);
   SUBQ_CHECK(log.good(), "train: cannot write ", log_path.string());
-  write_log_header(log);
+  log << "step,loss,lr,grad_norm,tokens,seconds\n";
   for (const auto& l : kept) log << l << "\n";
   log.flush();
 

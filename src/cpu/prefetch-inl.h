@@ -1,4 +1,5 @@
-// Software prefetch for streaming reads (matvec, the bandwidth bench), per SIMD target.
+// Software prefetch for streaming reads (matvec, the bandwidth bench, exact attention's
+// decode), per SIMD target.
 //
 // The hardware's streaming prefetchers stop at each 4 KB page boundary (even on huge pages) and
 // restart only after a few misses on the next page; asking for the lines one page ahead keeps
@@ -29,10 +30,15 @@ namespace subq::cpu::HWY_NAMESPACE {
 constexpr int64_t kPrefetchBytes = 4096;
 constexpr int64_t kLineBytes = 64;
 
+// Prefetches the lines of [p, p + bytes).
+HWY_INLINE void PrefetchLines(const void* p, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += kLineBytes)
+    __builtin_prefetch(static_cast<const char*>(p) + b);
+}
+
 // Prefetches the lines of [p, p + bytes), kPrefetchBytes ahead.
 HWY_INLINE void PrefetchAhead(const void* p, int64_t bytes) {
-  const char* ahead = static_cast<const char*>(p) + kPrefetchBytes;
-  for (int64_t b = 0; b < bytes; b += kLineBytes) __builtin_prefetch(ahead + b);
+  PrefetchLines(static_cast<const char*>(p) + kPrefetchBytes, bytes);
 }
 
 }  // namespace subq::cpu::HWY_NAMESPACE

@@ -206,13 +206,18 @@ TEST(Decode, FastPathsMatchTheGeneralCode) {
 
 // The token path (model/token_decode.h: one token of one sequence on raw rows) against the
 // general code, step by step past a sliding window's ring, for what a teacher may have: q, k, v,
-// o and MLP biases, Qwen3's q and k norms, a Mistral window, tied or untied embeddings, f32 or
-// bf16 weights (whose general code is the fast paths of the test above).
+// o and MLP biases, Qwen3's q and k norms, yarn RoPE, a Mistral window, tied or untied
+// embeddings, f32 or bf16 weights (whose general code is the fast paths of the test above).
 TEST(Decode, TokenPathMatchesTheGeneralCode) {
   for (int variant = 0; variant < 4; ++variant) {
     LlamaConfig c = tiny_config({layer("softmax"), layer("softmax"), layer("softmax")});
     c.attention_qkv_bias = c.attention_o_bias = c.mlp_bias = variant % 2 == 0;
     c.qk_norm = variant == 1;
+    if (variant == 1) {  // yarn: scaled frequencies and an attention factor other than 1
+      c.rope.type = "yarn";
+      c.rope.factor = 4.0;
+      c.rope.original_max_position_embeddings = 8;
+    }
     c.attention_windows = variant >= 2 ? std::vector<int64_t>{0, 4, 3} : std::vector<int64_t>{};
     c.tie_word_embeddings = variant != 3;
     const bool bf16 = variant == 3;
