@@ -208,33 +208,30 @@ Batch mqar_batch(const TrainConfig& c, int64_t index) {
 std::vector<StepRecord> run_training(const TrainConfig& c, const RunOptions& run) {
   SUBQ_CHECK(!run.out.empty(), "train: --out: expected a directory");
   fs::create_directories(run.out);
-  model::DecoderModel m = build_model(c);
-  SUBQ_CHECK(m->config().vocab_size >= c.mqar.vocab, c.source, ": data: vocab ", c.mqar.vocab,
-             " is larger than the model's vocabulary (", m->config().vocab_size, ")");
   int64_t start = 0, tokens = 0;
   fs::path from;
+  model::DecoderModel m{nullptr};
   if (run.resume) {
     from = checkpoint_to_resume(run.out);
-    const json state = formats::parse_json_strict(formats::read_file(from / "state.json"),
-                                                  (from / "state.json").string());
-    SUBQ_CHECK(state.is_object() && state.value("config_hash", "") == config_hash(c),
+    const std::string where = (from / "state.json").string();
+    const json state = formats::parse_json_strict(formats::read_file(from / "state.json"), where);
+    SUBQ_CHECK(
+        state.is_object() && state.contains("config_hash") && state["config_hash"].is_string(),
+        where, ": expected an object with a config_hash");
+    SUBQ_CHECK(state["config_hash"].get<std::string>() == config_hash(c),
                "--resume: ", from.string(),
                " was written by another run (another model, data or schedule length)");
-    start = state.at("step").get<int64_t>();
-    tokens = state.at("tokens").get<int64_t>();
-    SUBQ_CHECK(start >= 0 && start <= c.steps, "--resume: ", from.string(), ": step ", start,
-               " out of range");
-    // The weights: the checkpoint's tensors into the model built from the same config.
-    model::DecoderModel saved = model::load_model(from);
-    const auto src = saved->named_parameters();
-    torch::NoGradGuard no_grad;
-    for (auto& p : m->named_parameters()) {
-      const at::Tensor* t = src.find(p.key());
-      SUBQ_CHECK(t != nullptr && t->sizes() == p.value().sizes(), "--resume: ", from.string(),
-                 " holds another model (", p.key(), ")");
-      p.value().copy_(*t);
-    }
+    formats::JsonOptions r(state, where);
+    start = r.integer("step", -1, 0, c.steps);
+    tokens = r.integer("tokens", -1, 0, int64_t{1} << 62);
+    SUBQ_CHECK(start >= 0 && tokens >= 0, where, ": expected step and tokens");
+    // The checkpoint's model: the hash says it is the one this config builds.
+    m = model::load_model(from);
+  } else {
+    m = build_model(c);
   }
+  SUBQ_CHECK(m->config().vocab_size >= c.mqar.vocab, c.source, ": data: vocab ", c.mqar.vocab,
+             " is larger than the model's vocabulary (", m->config().vocab_size, ")");
   m->set_weights_dtype(torch::kFloat32);
   m->train();
 

@@ -69,6 +69,9 @@ expect_2 "missing config" train --config "$dir/none.json" --out "$dir/bad"
 sed 's/"seed": 1/"seed": 2/' "$dir/tiny.json" > "$dir/other.json"
 expect_2 "a checkpoint of another run" train --config "$dir/other.json" --out "$dir/whole" --resume
 expect_2 "resume without a checkpoint" train --config "$dir/tiny.json" --out "$dir/empty" --resume
+hash=$(sed -n 's/.*"config_hash": "\([0-9]*\)".*/\1/p' "$dir/killed/checkpoint/state.json")
+printf '{"config_hash": "%s", "step": "x", "tokens": 1}' "$hash" > "$dir/killed/checkpoint/state.json"
+expect_2 "a checkpoint whose step is not a number" train --config "$dir/tiny.json" --out "$dir/killed" --resume
 printf 'garbage' > "$dir/killed/checkpoint/state.json"
 expect_2 "a corrupt checkpoint" train --config "$dir/tiny.json" --out "$dir/killed" --resume
 echo "train CLI: all passed"
