@@ -62,6 +62,13 @@ class JsonOptions {
     }
     return s;
   }
+  std::string text(const char* key, const std::string& def) {
+    if (!take(key)) return def;
+    const nlohmann::json& v = o_.at(key);
+    SUBQ_CHECK(v.is_string() && !v.get<std::string>().empty(), where_, ": ", key,
+               ": expected a non-empty string, got ", v.dump());
+    return v.get<std::string>();
+  }
   const nlohmann::json* object(const char* key) {
     if (!take(key)) return nullptr;
     const nlohmann::json& v = o_.at(key);

@@ -39,8 +39,9 @@ uint64_t mix(uint64_t a, uint64_t b) {
 std::string config_hash(const TrainConfig& c) {
   std::ostringstream s;
   s << c.model << '|' << c.model_config.dump() << '|' << c.mqar.vocab << ',' << c.mqar.seq_len
-    << ',' << c.mqar.num_pairs << ',' << c.mqar.power_a << '|' << c.batch_size << ','
-    << c.grad_accum << ',' << c.steps << ',' << c.seed;
+    << ',' << c.mqar.num_pairs << ',' << c.mqar.power_a << '|' << c.data_task << ','
+    << c.corpus.text_dir << ',' << c.corpus.split << ',' << c.corpus.seq_len << '|' << c.batch_size
+    << ',' << c.grad_accum << ',' << c.steps << ',' << c.seed;
   return std::to_string(std::hash<std::string>{}(s.str()));
 }
 
@@ -129,11 +130,20 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
              ": data: expected an object such as {\"task\": \"mqar\", ...}");
   {
     formats::JsonOptions d(j["data"], source + ": data");
-    d.choice("task", "mqar", {"mqar"});
-    c.mqar.vocab = d.integer("vocab", 8192, 4, int64_t{1} << 20);
-    c.mqar.seq_len = d.integer("seq_len", 64, 4, int64_t{1} << 16);
-    c.mqar.num_pairs = d.integer("num_pairs", 4, 1, int64_t{1} << 14);
-    c.mqar.power_a = d.number("power_a", 0.01);
+    c.data_task = d.choice("task", "mqar", {"mqar", "corpus"});
+    if (c.data_task == "mqar") {
+      c.mqar.vocab = d.integer("vocab", 8192, 4, int64_t{1} << 20);
+      c.mqar.seq_len = d.integer("seq_len", 64, 4, int64_t{1} << 16);
+      c.mqar.num_pairs = d.integer("num_pairs", 4, 1, int64_t{1} << 14);
+      c.mqar.power_a = d.number("power_a", 0.01);
+    } else {
+      c.corpus.text_dir = d.text("text", c.corpus.text_dir);
+      c.corpus.cache_dir = d.text("cache", c.corpus.cache_dir);
+      c.corpus.split = d.choice("split", "train", {"train", "valid"});
+      c.corpus.seq_len = d.integer("seq_len", 1024, 1, int64_t{1} << 20);
+      SUBQ_CHECK(!c.model.empty(), source,
+                 ": data: the corpus task needs a model (a checkpoint or .gguf) for its tokenizer");
+    }
     d.forbid_rest("data");
     rest.erase("data");
   }
@@ -184,7 +194,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
   in("clip", c.clip, 0, 1e9);
   SUBQ_CHECK(c.schedule.warmup_steps <= c.steps, source,
              ": warmup_steps: ", c.schedule.warmup_steps, " is more than the ", c.steps, " steps");
-  (void)eval::mqar_example(c.mqar, 0);  // the data options' own checks, now
+  if (c.data_task == "mqar") (void)eval::mqar_example(c.mqar, 0);  // its own checks, now
   return c;
 }
 
@@ -204,6 +214,41 @@ Batch mqar_batch(const TrainConfig& c, int64_t index) {
   }
   return b;
 }
+
+namespace {
+
+// The batches of a run: MQAR from (seed, index), or packed windows of a corpus split.
+class BatchSource {
+ public:
+  explicit BatchSource(const TrainConfig& c) : c_(c) {
+    if (c.data_task != "corpus") return;
+    tokenizer_ = formats::load_tokenizer(c.model);
+    cache_ = std::make_unique<TokenCache>(open_or_build_token_cache(
+        c.corpus.text_dir, c.corpus.cache_dir, c.corpus.split, *tokenizer_, 2));
+    packed_ = std::make_unique<PackedSequences>(*cache_, c.corpus.seq_len, c.seed);
+  }
+  int64_t seq_len() const { return packed_ ? c_.corpus.seq_len : c_.mqar.seq_len; }
+  int64_t vocab() const { return cache_ ? cache_->vocab_size() : c_.mqar.vocab; }
+  Batch get(int64_t index) const {
+    if (!packed_) return mqar_batch(c_, index);
+    Batch b;
+    b.rows = c_.batch_size;
+    b.cols = c_.corpus.seq_len;
+    b.inputs.resize(static_cast<size_t>(b.rows * b.cols));
+    b.labels.resize(b.inputs.size());
+    for (int64_t r = 0; r < b.rows; ++r)
+      packed_->get(index * b.rows + r, b.inputs.data() + r * b.cols, b.labels.data() + r * b.cols);
+    return b;
+  }
+
+ private:
+  const TrainConfig& c_;
+  std::unique_ptr<formats::Tokenizer> tokenizer_;
+  std::unique_ptr<TokenCache> cache_;
+  std::unique_ptr<PackedSequences> packed_;
+};
+
+}  // namespace
 
 std::vector<StepRecord> run_training(const TrainConfig& c, const RunOptions& run) {
   SUBQ_CHECK(!run.out.empty(), "train: --out: expected a directory");
@@ -230,7 +275,8 @@ std::vector<StepRecord> run_training(const TrainConfig& c, const RunOptions& run
   } else {
     m = build_model(c);
   }
-  SUBQ_CHECK(m->config().vocab_size >= c.mqar.vocab, c.source, ": data: vocab ", c.mqar.vocab,
+  const BatchSource data(c);
+  SUBQ_CHECK(m->config().vocab_size >= data.vocab(), c.source, ": data: vocab ", data.vocab(),
              " is larger than the model's vocabulary (", m->config().vocab_size, ")");
   m->set_weights_dtype(torch::kFloat32);
   m->train();
@@ -291,7 +337,7 @@ std::vector<StepRecord> run_training(const TrainConfig& c, const RunOptions& run
     opt.zero_grad();
     double loss_sum = 0;
     for (int64_t micro = 0; micro < c.grad_accum; ++micro) {
-      const Batch b = mqar_batch(c, step * c.grad_accum + micro);
+      const Batch b = data.get(step * c.grad_accum + micro);
       const at::Tensor ids =
           torch::from_blob(const_cast<int64_t*>(b.inputs.data()), {b.rows, b.cols}, torch::kInt64);
       const at::Tensor labels =
@@ -325,7 +371,7 @@ std::vector<StepRecord> run_training(const TrainConfig& c, const RunOptions& run
     log << row;
     log.flush();
     if (run.on_step) run.on_step(rec);
-    const double tok_s = static_cast<double>(c.batch_size * c.grad_accum * c.mqar.seq_len) /
+    const double tok_s = static_cast<double>(c.batch_size * c.grad_accum * data.seq_len()) /
                          std::max(rec.seconds, 1e-9);
     const double eta = rec.seconds * static_cast<double>(c.steps - rec.step);
     if (run.progress_bar) {

@@ -23,6 +23,7 @@
 #include "eval/synthetic.h"
 #include "subq/error.h"
 #include "train/schedule.h"
+#include "train/token_cache.h"
 
 namespace subq::train {
 
@@ -32,13 +33,24 @@ struct GroupOptions {
   double weight_decay = -1;  // < 0: the config's weight_decay
 };
 
+struct CorpusOptions {
+  std::string text_dir = "data/text";    // the extractors' output (manifest.tsv)
+  std::string cache_dir = "data/cache";  // token caches, by tokenizer fingerprint
+  std::string split = "train";
+  int64_t seq_len = 1024;
+};
+
 struct TrainConfig {
   // The model: a checkpoint directory or .gguf (model), or a fresh one from a config.json
   // object (model_config), e.g. a 2-layer model for MQAR.
   std::string model;
   nlohmann::json model_config;
-  // The data: {"task": "mqar", "vocab", "seq_len", "num_pairs", "power_a"}.
+  // The data: {"task": "mqar", "vocab", "seq_len", "num_pairs", "power_a"}, or
+  // {"task": "corpus", "text", "cache", "split", "seq_len"}: packed sequences of a corpus split
+  // through the token cache (train/token_cache.h), tokenized with the model's tokenizer.
+  std::string data_task = "mqar";
   eval::MqarOptions mqar;
+  CorpusOptions corpus;
   int64_t batch_size = 8;
   int64_t grad_accum = 1;
   int64_t steps = 100;
