@@ -9,6 +9,7 @@
 
 #include "formats/atomic_file.h"
 #include "subq/error.h"
+#include "subq/random.h"
 
 namespace subq::train {
 namespace {
@@ -63,7 +64,8 @@ size_t round_up8(size_t n) {
 constexpr const char* kProbe =
     "The quick brown fox jumps over the lazy dog. 1234567 + 89 = 1234656!\n"
     "  Indented\tline, with \"quotes\" and 'apostrophes', e.g. don't & can't.\n"
-    "Café naïve façade — résumé; Ünïcödé. 東京は日本の首都です。 🙂🚀 Здравствуй, "
+    "Café naïve façade — résumé; Ünïcödé. 東京は日本の首都です。 🙂🚀 "
+    "Здравствуй, "
     "мир.\n"
     "def f(x):\n    return x ** 2  # a comment\n\n\n<|endoftext|> </s> [INST]";
 
@@ -277,11 +279,10 @@ void build_token_cache(const std::vector<CorpusDocument>& docs, const formats::T
   f.commit();
 }
 
-fs::path token_cache_path(const fs::path& cache_dir, const formats::Tokenizer& tokenizer,
+fs::path token_cache_path(const fs::path& cache_dir, uint64_t fingerprint,
                           const std::string& split) {
   char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx",
-                static_cast<unsigned long long>(tokenizer_fingerprint(tokenizer)));
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fingerprint));
   return cache_dir / hex / (split + ".tok");
 }
 
@@ -289,8 +290,8 @@ TokenCache open_or_build_token_cache(const fs::path& text_dir, const fs::path& c
                                      const std::string& split, const formats::Tokenizer& tokenizer,
                                      int threads) {
   const std::vector<CorpusDocument> docs = read_manifest(text_dir, split);
-  const fs::path path = token_cache_path(cache_dir, tokenizer, split);
   const uint64_t fingerprint = tokenizer_fingerprint(tokenizer);
+  const fs::path path = token_cache_path(cache_dir, fingerprint, split);
   if (fs::exists(path)) {
     TokenCache cache(path, fingerprint);
     if (cache.manifest_hash() == manifest_hash(docs)) return cache;
@@ -319,20 +320,14 @@ void PackedSequences::get(int64_t index, int64_t* inputs, int64_t* labels) const
   SUBQ_CHECK(index >= 0, "sequence index must be non-negative");
   const int64_t epoch = index / count_;
   if (epoch != epoch_) {
-    // Fisher-Yates with SplitMix64 of (seed, epoch): the same order on every platform (the
-    // standard distributions are implementation-defined).
+    // Fisher-Yates with the project's SplitMix64 (subq/random.h), seeded by (seed, epoch): the
+    // same order on every platform (the standard distributions are implementation-defined).
     order_.resize(static_cast<size_t>(count_));
     for (int64_t i = 0; i < count_; ++i) order_[i] = i;
-    uint64_t state = seed_ * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(epoch);
-    auto next = [&state] {
-      uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-      return z ^ (z >> 31);
-    };
+    Rng rng(Rng(seed_).next_u64() + static_cast<uint64_t>(epoch));
     for (int64_t i = count_ - 1; i > 0; --i) {
       // Modulo bias is below 2^-40 for any count here (< 2^24 sequences).
-      const int64_t j = static_cast<int64_t>(next() % static_cast<uint64_t>(i + 1));
+      const int64_t j = static_cast<int64_t>(rng.next_u64() % static_cast<uint64_t>(i + 1));
       std::swap(order_[i], order_[j]);
     }
     epoch_ = epoch;

@@ -90,11 +90,10 @@ void build_token_cache(const std::vector<CorpusDocument>& docs, const formats::T
                        const std::filesystem::path& out, int threads = 1,
                        const std::function<void(int64_t, int64_t)>& progress = nullptr);
 
-// The cache of one split for `tokenizer`: `<cache_dir>/<fingerprint>/<split>.tok`, built (with
+// The cache of one split for a tokenizer: `<cache_dir>/<fingerprint>/<split>.tok`, built (with
 // a progress line on stderr) when it is missing or was built from other text, opened otherwise.
 std::filesystem::path token_cache_path(const std::filesystem::path& cache_dir,
-                                       const formats::Tokenizer& tokenizer,
-                                       const std::string& split);
+                                       uint64_t tokenizer_fingerprint, const std::string& split);
 TokenCache open_or_build_token_cache(const std::filesystem::path& text_dir,
                                      const std::filesystem::path& cache_dir,
                                      const std::string& split, const formats::Tokenizer& tokenizer,

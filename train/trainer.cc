@@ -16,6 +16,8 @@
 #include "formats/strict_json.h"
 #include "model/decoder.h"
 #include "subq/error.h"
+#include "subq/threads.h"
+#include "train/token_cache.h"
 
 namespace subq::train {
 namespace {
@@ -222,9 +224,9 @@ class BatchSource {
  public:
   explicit BatchSource(const TrainConfig& c) : c_(c) {
     if (c.data_task != "corpus") return;
-    tokenizer_ = formats::load_tokenizer(c.model);
+    const auto tokenizer = formats::load_tokenizer(c.model);
     cache_ = std::make_unique<TokenCache>(open_or_build_token_cache(
-        c.corpus.text_dir, c.corpus.cache_dir, c.corpus.split, *tokenizer_, 2));
+        c.corpus.text_dir, c.corpus.cache_dir, c.corpus.split, *tokenizer, num_threads()));
     packed_ = std::make_unique<PackedSequences>(*cache_, c.corpus.seq_len, c.seed);
   }
   int64_t seq_len() const { return packed_ ? c_.corpus.seq_len : c_.mqar.seq_len; }
@@ -243,7 +245,6 @@ class BatchSource {
 
  private:
   const TrainConfig& c_;
-  std::unique_ptr<formats::Tokenizer> tokenizer_;
   std::unique_ptr<TokenCache> cache_;
   std::unique_ptr<PackedSequences> packed_;
 };

@@ -23,7 +23,6 @@
 #include "eval/synthetic.h"
 #include "subq/error.h"
 #include "train/schedule.h"
-#include "train/token_cache.h"
 
 namespace subq::train {
 
