@@ -1,5 +1,5 @@
-// The `subq` command: bench, check, generate, info (and, as the project grows, train,
-// linearize, eval). A bad argument prints one line saying what is wrong and exits with status 2.
+// The `subq` command: bench, check, generate, info, train, eval, plot (and, as the project
+// grows, linearize). A bad argument prints one line saying what is wrong and exits with status 2.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -15,6 +15,7 @@
 #ifdef SUBQ_HAVE_MODEL
 #include "cli/bench_gemm.h"
 #include "cli/bench_model.h"
+#include "cli/eval_command.h"
 #include "cli/model_commands.h"
 #include "cli/train_command.h"
 #include "torch/ops.h"
@@ -138,6 +139,11 @@ int main(int argc, char** argv) {
   // subq train
   subq::cli::TrainCommandConfig tc;
   CLI::App* train = subq::cli::add_train_command(app, tc);
+  // subq eval
+  subq::cli::EvalCommandConfig ec;
+  CLI::App* eval = subq::cli::add_eval_command(app, ec);
+  subq::cli::PlotCommandConfig pc;
+  CLI::App* plot = subq::cli::add_plot_command(app, pc);
 #endif
 
   try {
@@ -149,7 +155,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);  // prints the message and the usage hint
+    // One line, as every other bad input gets (CLI11's own exit() adds a second).
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    std::fprintf(stderr, "subq: error: %s (--help for usage)\n", msg.c_str());
     return kExitBadArgument;
   }
 
@@ -186,6 +195,10 @@ int main(int argc, char** argv) {
       return subq::cli::run_info(ic);
     } else if (*train) {
       return subq::cli::run_train(tc);
+    } else if (*eval) {
+      return subq::cli::run_eval(ec);
+    } else if (*plot) {
+      return subq::cli::run_plot(pc);
     }
 #endif
   } catch (const subq::Error& e) {

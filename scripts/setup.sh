@@ -14,6 +14,7 @@ packages=(
   libsentencepiece-dev  # SentencePiece .model tokenizers
   libpcre2-dev          # Unicode regexes of tokenizer.json pre-tokenizers (\p{L}, lookahead)
   clang libclang-rt-14-dev  # libFuzzer targets for the file parsers
+  gnuplot-nox           # the plots of `subq eval` reports (SVG and PNG)
   python3 python3-venv python3-dev  # the project virtualenv (.venv) below
 )
 # Only for `bench/gemm_candidates` (the measurement behind docs/performance.md); the library

@@ -196,7 +196,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
   in("clip", c.clip, 0, 1e9);
   SUBQ_CHECK(c.schedule.warmup_steps <= c.steps, source,
              ": warmup_steps: ", c.schedule.warmup_steps, " is more than the ", c.steps, " steps");
-  if (c.data_task == "mqar") (void)eval::mqar_example(c.mqar, 0);  // its own checks, now
+  if (c.data_task == "mqar") (void)mqar_example(c.mqar, 0);  // its own checks, now
   return c;
 }
 
@@ -209,8 +209,8 @@ Batch mqar_batch(const TrainConfig& c, int64_t index) {
   b.rows = c.batch_size;
   b.cols = c.mqar.seq_len;
   for (int64_t r = 0; r < b.rows; ++r) {
-    const eval::MqarExample ex =
-        eval::mqar_example(c.mqar, mix(c.seed, static_cast<uint64_t>(index * b.rows + r)));
+    const MqarExample ex =
+        mqar_example(c.mqar, mix(c.seed, static_cast<uint64_t>(index * b.rows + r)));
     b.inputs.insert(b.inputs.end(), ex.inputs.begin(), ex.inputs.end());
     b.labels.insert(b.labels.end(), ex.labels.begin(), ex.labels.end());
   }
@@ -347,7 +347,7 @@ std::vector<StepRecord> run_training(const TrainConfig& c, const RunOptions& run
       const at::Tensor loss =
           torch::nn::functional::cross_entropy(
               logits.reshape({b.rows * b.cols, vocab}), labels,
-              torch::nn::functional::CrossEntropyFuncOptions().ignore_index(eval::kIgnore)) /
+              torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore)) /
           static_cast<double>(c.grad_accum);
       loss.backward();
       loss_sum += loss.item<double>();

@@ -8,7 +8,7 @@
 //   `resume` continues from it with the losses an uninterrupted run would have had: the data
 //   of step s is a pure function of (seed, s), and nothing else is random.
 //
-// Data so far: MQAR (eval/synthetic.h), the task that checks that training really learns.
+// Data so far: MQAR (train/synthetic.h), the task that checks that training really learns.
 #pragma once
 
 #include <cstdint>
@@ -20,9 +20,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "eval/synthetic.h"
 #include "subq/error.h"
 #include "train/schedule.h"
+#include "train/synthetic.h"
 
 namespace subq::train {
 
@@ -48,7 +48,7 @@ struct TrainConfig {
   // {"task": "corpus", "text", "cache", "split", "seq_len"}: packed sequences of a corpus split
   // through the token cache (train/token_cache.h), tokenized with the model's tokenizer.
   std::string data_task = "mqar";
-  eval::MqarOptions mqar;
+  MqarOptions mqar;
   CorpusOptions corpus;
   int64_t batch_size = 8;
   int64_t grad_accum = 1;

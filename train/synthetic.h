@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace subq::eval {
+namespace subq::train {
 
 // The filler both text tasks repeat, cut to a character count.
 inline constexpr const char* kDefaultFiller =
@@ -96,4 +96,4 @@ MqarExample mqar_example(const MqarOptions& options, uint64_t seed);
 // argmax at each position). Errors on mismatched sizes or no labelled position.
 double mqar_accuracy(const std::vector<int64_t>& predictions, const std::vector<int64_t>& labels);
 
-}  // namespace subq::eval
+}  // namespace subq::train

@@ -1,4 +1,4 @@
-#include "eval/synthetic.h"
+#include "train/synthetic.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 #include "subq/error.h"
 #include "subq/random.h"
 
-namespace subq::eval {
+namespace subq::train {
 namespace {
 
 // Uniform in [lo, hi). The modulo's bias is (hi - lo) / 2^64: below 1e-9 for every range here.
@@ -213,4 +213,4 @@ double mqar_accuracy(const std::vector<int64_t>& predictions, const std::vector<
   return static_cast<double>(correct) / static_cast<double>(n);
 }
 
-}  // namespace subq::eval
+}  // namespace subq::train

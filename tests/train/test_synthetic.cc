@@ -1,7 +1,7 @@
-// The synthetic tasks (eval/synthetic.h): templates exactly as linearize.md gives them,
+// The synthetic tasks (train/synthetic.h): templates exactly as linearize.md gives them,
 // determinism under a seed, the ranges and placement rules, and scoring on hand-made
 // predictions.
-#include "eval/synthetic.h"
+#include "train/synthetic.h"
 
 #include <gtest/gtest.h>
 
@@ -11,7 +11,7 @@
 
 #include "subq/error.h"
 
-namespace subq::eval {
+namespace subq::train {
 namespace {
 
 TEST(Filler, RepeatsWithSpacesAndCutsExactly) {
@@ -210,4 +210,4 @@ TEST(Mqar, AccuracyCountsLabelledPositionsOnly) {
 }
 
 }  // namespace
-}  // namespace subq::eval
+}  // namespace subq::train
