@@ -14,7 +14,7 @@
 namespace subq::cli {
 namespace {
 
-const std::vector<std::string> kTasks{"passkey", "niah", "ppl", "speed", "all"};
+const std::vector<std::string> kTasks{"passkey", "niah", "ppl", "speed", "mqar", "all"};
 
 // "1024,2k,4K" -> lengths; K means 1024.
 std::vector<int64_t> parse_lengths(const std::string& s) {
@@ -48,14 +48,16 @@ std::vector<int64_t> parse_lengths(const std::string& s) {
 CLI::App* add_eval_command(CLI::App& app, EvalCommandConfig& c) {
   CLI::App* e = app.add_subcommand(
       "eval",
-      "Evaluate models side by side (docs/eval.md): passkey, niah, ppl, speed, or all of them "
-      "into a report directory");
-  e->add_option("task", c.task, "passkey | niah | ppl | speed | all")->required();
+      "Evaluate models side by side (docs/eval.md): passkey, niah, ppl, speed, mqar, or all "
+      "but mqar into a report directory");
+  e->add_option("task", c.task, "passkey | niah | ppl | speed | mqar | all")->required();
   e->add_option("--model", c.models,
                 "Checkpoint directory or .gguf file; repeat to compare models (default: the "
                 "default teacher)");
-  e->add_option("--lengths", c.lengths,
-                "Context lengths in tokens, e.g. 1024,4K (default: 1K,2K,4K; speed: 1K to 16K)");
+  e->add_option(
+      "--lengths", c.lengths,
+      "Context lengths in tokens, e.g. 1024,4K (default: 1K,2K,4K; speed: 1K to 16K; mqar: "
+      "256)");
   e->add_option("--trials", c.trials, "passkey, niah: trials per length")->capture_default_str();
   e->add_option("--filler", c.filler, "passkey, niah: the sentence the haystack repeats");
   e->add_option("--digits", c.digits,
@@ -66,6 +68,12 @@ CLI::App* add_eval_command(CLI::App& app, EvalCommandConfig& c) {
   e->add_option("--stride", c.stride, "ppl: the grid windows start on, in tokens")
       ->capture_default_str();
   e->add_option("--decode-tokens", c.decode_tokens, "speed: timed decode steps per length")
+      ->capture_default_str();
+  e->add_option("--vocab", c.vocab, "mqar: the task's vocabulary (keys below V/2, values above)")
+      ->capture_default_str();
+  e->add_option("--pairs", c.pairs, "mqar: key-value pairs (0: length / 16, Zoology's grid)")
+      ->capture_default_str();
+  e->add_option("--examples", c.examples, "mqar: held-out sequences per length")
       ->capture_default_str();
   e->add_option("--seed", c.seed, "Seed of the trials and of speed's tokens")
       ->capture_default_str();
@@ -122,7 +130,8 @@ int run_eval(const EvalCommandConfig& c) {
                                    {"seed", c.seed}};
 
   std::vector<eval::EvalModel> models;
-  for (const auto& p : model_paths) models.push_back(eval::load_eval_model(p, c.weights));
+  for (const auto& p : model_paths)
+    models.push_back(eval::load_eval_model(p, c.weights, /*with_tokenizer=*/c.task != "mqar"));
   eval::make_names_distinct(models);
 
   eval::ResultStore store(out, settings.dump(1) + "\n");
@@ -139,12 +148,24 @@ int run_eval(const EvalCommandConfig& c) {
   if (all || c.task == "niah") append(eval::run_niah(models, ro, store, progress));
   if (all || c.task == "ppl") append(eval::run_perplexity(models, po, store, progress));
   if (all || c.task == "speed") append(eval::run_speed(models, so, store, progress));
+  if (c.task == "mqar") {
+    for (int64_t T : lengths.empty() ? std::vector<int64_t>{256} : lengths) {
+      eval::MqarEvalOptions mo;
+      mo.mqar.vocab = c.vocab;
+      mo.mqar.seq_len = T;
+      mo.mqar.num_pairs = c.pairs > 0 ? c.pairs : std::max<int64_t>(1, T / 16);
+      mo.examples = c.examples;
+      mo.seed = c.seed;
+      append(eval::run_mqar(models, mo, store, progress));
+    }
+  }
 
   if (c.csv) {
     std::fputs(eval::format_csv(rows).c_str(), stdout);
   } else {
-    for (const char* t : {"passkey", "niah", "ppl", "speed"})
-      if (all || c.task == t) std::printf("%s\n", eval::format_table(rows, t).c_str());
+    for (const char* t : {"passkey", "niah", "ppl", "speed", "mqar"})
+      if ((all && std::string(t) != "mqar") || c.task == t)
+        std::printf("%s\n", eval::format_table(rows, t).c_str());
   }
   if (all) {
     const auto drawn = eval::write_report(out, rows, "subq eval all");

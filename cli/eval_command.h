@@ -10,7 +10,7 @@
 namespace subq::cli {
 
 struct EvalCommandConfig {
-  std::string task;                 // passkey | niah | ppl | speed | all
+  std::string task;                 // passkey | niah | ppl | speed | mqar | all
   std::vector<std::string> models;  // empty: the default teacher
   std::string lengths;              // "1024,2048"; empty: the task's defaults
   int64_t trials = 10;
@@ -19,6 +19,9 @@ struct EvalCommandConfig {
   int64_t windows = 8;
   int64_t stride = 256;
   int64_t decode_tokens = 16;
+  int64_t vocab = 8192;  // mqar
+  int64_t pairs = 0;     // mqar: 0 = T / 16, Zoology's grid
+  int64_t examples = 1000;
   uint64_t seed = 0;
   std::string out;  // resume directory (and the report of `all`)
   std::string text_dir = "data/text";

@@ -29,6 +29,7 @@ constexpr Measure kMeasures[] = {
     {"passkey", "accuracy", nullptr, "passkey accuracy (%)", true},
     {"niah", "accuracy", nullptr, "NIAH accuracy (%)", true},
     {"ppl", "ppl", "all", "perplexity", false},
+    {"mqar", "accuracy", nullptr, "MQAR accuracy (%)", true},
     {"speed", "prefill_s", nullptr, "prefill (s)", false},
     {"speed", "prefill_tok_s", nullptr, "prefill (tok/s)", false},
     {"speed", "peak_rss_mib", nullptr, "peak RSS (MiB)", false},
@@ -132,6 +133,7 @@ std::vector<Plot> plots_for(const std::vector<Row>& rows) {
     out.push_back({"niah", "Single-needle NIAH", {find("niah", "accuracy")}});
   if (tasks.count("ppl"))
     out.push_back({"ppl", "Perplexity on held-out text", {find("ppl", "ppl")}});
+  if (tasks.count("mqar")) out.push_back({"mqar", "MQAR (Zoology)", {find("mqar", "accuracy")}});
   if (tasks.count("speed"))
     out.push_back({"speed",
                    "Speed and memory",
@@ -292,7 +294,7 @@ std::vector<std::string> write_report(const fs::path& dir, const std::vector<Row
   html += "<h2>Tables</h2>\n";
   std::set<std::string> tasks;
   for (const Row& r : rows) tasks.insert(r.task);
-  for (const char* t : {"passkey", "niah", "ppl", "speed"})
+  for (const char* t : {"passkey", "niah", "ppl", "mqar", "speed"})
     if (tasks.count(t)) html += "<pre>" + html_escape(format_table(rows, t)) + "</pre>\n";
   html += "<p>Every row: <a href=\"summary.csv\">summary.csv</a> (" + std::string(csv_header()) +
           ").</p>\n</body></html>\n";

@@ -231,17 +231,20 @@ double mib(double bytes) {
 
 }  // namespace
 
-EvalModel load_eval_model(const fs::path& path, const std::string& weights) {
+EvalModel load_eval_model(const fs::path& path, const std::string& weights, bool with_tokenizer) {
   SUBQ_CHECK(weights == "f32" || weights == "bf16", "--weights: expected f32 or bf16, got '",
              weights, "'");
   EvalModel m;
   m.path = path;
   fs::path p = path;
   if (!p.has_filename()) p = p.parent_path();  // "dir/"
+  if (fs::is_directory(path) && p.filename() == "checkpoint" && p.has_parent_path())
+    p = p.parent_path();  // a run of subq train: RUN/checkpoint is named RUN
   m.name = sanitize(fs::is_directory(path) ? p.filename().string() : p.stem().string());
   m.model = model::load_model(path);
   if (weights == "bf16") m.model->set_weights_dtype(torch::kBFloat16);
   m.model->eval();
+  if (!with_tokenizer) return m;
   m.tokenizer = formats::load_tokenizer(path);
   SUBQ_CHECK(m.tokenizer->vocab_size() <= m.model->config().vocab_size, path.string(),
              ": the tokenizer has ", m.tokenizer->vocab_size(), " ids but the model only ",
@@ -448,6 +451,69 @@ std::vector<Row> run_speed(std::vector<EvalModel>& models, const SpeedOptions& o
       }
       for (const Row& r : store.rows(unit)) rows.push_back(r);
     }
+  }
+  return rows;
+}
+
+std::vector<Row> run_mqar(std::vector<EvalModel>& models, const MqarEvalOptions& o,
+                          ResultStore& store, const ProgressFn& progress) {
+  check_count(o.examples, "mqar: --examples");
+  SUBQ_CHECK(o.batch >= 1 && o.batch <= 4096, "mqar: batch: expected 1 to 4096, got ", o.batch);
+  (void)train::mqar_example(o.mqar, 0);  // the options' own checks, before any work
+  const int64_t T = o.mqar.seq_len;
+  const int64_t batches = (o.examples + o.batch - 1) / o.batch;
+  Progress prog("mqar", progress);
+  for (size_t mi = 0; mi < models.size(); ++mi)
+    for (int64_t b = 0; b < batches; ++b) prog.plan(1);
+  std::vector<Row> rows;
+  torch::NoGradGuard no_grad;
+  const std::string cell = "T " + std::to_string(T) + ", K " + std::to_string(o.mqar.num_pairs) +
+                           ", V " + std::to_string(o.mqar.vocab);
+  for (EvalModel& m : models) {
+    SUBQ_CHECK(m.model->config().vocab_size >= o.mqar.vocab, m.name, ": mqar: the model has ",
+               m.model->config().vocab_size, " ids, fewer than the task's vocab ", o.mqar.vocab);
+    double correct = 0, labelled = 0;
+    for (int64_t b = 0; b < batches; ++b) {
+      const std::string unit = m.name + "|mqar|" + std::to_string(T) + "|" + std::to_string(b);
+      if (!store.done(unit)) {
+        const auto t0 = Clock::now();
+        const int64_t n = std::min(o.batch, o.examples - b * o.batch);
+        std::vector<int64_t> inputs, labels;
+        for (int64_t i = 0; i < n; ++i) {
+          // Training draws its examples from mix(seed, index); these come from another stream.
+          const auto ex = train::mqar_example(
+              o.mqar, trial_seed(o.seed ^ 0x6d71617245564131ull, T, b * o.batch + i));
+          inputs.insert(inputs.end(), ex.inputs.begin(), ex.inputs.end());
+          labels.insert(labels.end(), ex.labels.begin(), ex.labels.end());
+        }
+        const at::Tensor in = torch::from_blob(inputs.data(), {n, T}, torch::kInt64);
+        const at::Tensor pred = m.model->forward(in).argmax(-1).contiguous();
+        const int64_t* p = pred.data_ptr<int64_t>();
+        double c = 0, l = 0;
+        for (size_t i = 0; i < labels.size(); ++i)
+          if (labels[i] != train::kIgnore) {
+            l += 1;
+            c += p[i] == labels[i] ? 1 : 0;
+          }
+        store.add(unit, {{m.name, "mqar", T, -1, "correct", c, "batch " + std::to_string(b)},
+                         {m.name, "mqar", T, -1, "queries", l, "batch " + std::to_string(b)}});
+        char what[128];
+        std::snprintf(what, sizeof what, "%s batch %lld/%lld: %.1f%% of %.0f queries",
+                      m.name.c_str(), static_cast<long long>(b + 1),
+                      static_cast<long long>(batches), 100 * c / std::max(l, 1.0), l);
+        prog.finish(1, what, seconds_since(t0));
+      } else {
+        prog.skip(1);
+      }
+      for (const Row& r : store.rows(unit)) {
+        (r.metric == "correct" ? correct : labelled) += r.value;
+      }
+    }
+    const auto cost = m.model->cache_cost();
+    const double state = static_cast<double>(cost.fixed_bytes) +
+                         static_cast<double>(cost.bytes_per_token) * static_cast<double>(T);
+    rows.push_back({m.name, "mqar", T, -1, "accuracy", correct / std::max(labelled, 1.0), cell});
+    rows.push_back({m.name, "mqar", T, -1, "state_bytes", state, cell});
   }
   return rows;
 }

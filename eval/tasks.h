@@ -9,6 +9,8 @@
 //            cross-entropy over every position
 //   speed    prefill time and peak memory at each length, then decode ms per token and the
 //            cache or state bytes
+//   mqar     Zoology's multi-query associative recall on models trained for it: accuracy and
+//            the state's bytes
 //
 // Each task runs its units of work (a trial, a window, a length) through a ResultStore, so an
 // evaluation that stops resumes with the units that are left, and returns every row: one per
@@ -25,6 +27,7 @@
 #include "eval/results.h"
 #include "formats/tokenizer.h"
 #include "model/decoder.h"
+#include "train/synthetic.h"
 
 namespace subq::eval {
 
@@ -37,8 +40,11 @@ struct EvalModel {
 };
 
 // Loads a checkpoint directory or .gguf file (weights "f32" or "bf16"). The name is the file's
-// or directory's stem, with characters that CSV or unit names cannot hold replaced.
-EvalModel load_eval_model(const std::filesystem::path& path, const std::string& weights);
+// or directory's stem (a `checkpoint` directory takes its run's name), with characters that CSV
+// or unit names cannot hold replaced. Without `with_tokenizer` (MQAR reads token ids) no
+// tokenizer is loaded.
+EvalModel load_eval_model(const std::filesystem::path& path, const std::string& weights,
+                          bool with_tokenizer = true);
 // Makes the names of `models` distinct ("a", "a#2", ...).
 void make_names_distinct(std::vector<EvalModel>& models);
 
@@ -71,6 +77,13 @@ struct SpeedOptions {
   uint64_t seed = 0;
 };
 
+struct MqarEvalOptions {
+  train::MqarOptions mqar{8192, 256, 16};  // Zoology's hardest standard cell: T 256, K 16
+  int64_t examples = 1000;                 // held-out sequences, drawn from their own seeds
+  int64_t batch = 50;
+  uint64_t seed = 0;
+};
+
 std::vector<Row> run_passkey(std::vector<EvalModel>& models, const RetrievalOptions& opt,
                              ResultStore& store, const ProgressFn& progress);
 std::vector<Row> run_niah(std::vector<EvalModel>& models, const RetrievalOptions& opt,
@@ -79,6 +92,12 @@ std::vector<Row> run_perplexity(std::vector<EvalModel>& models, const Perplexity
                                 ResultStore& store, const ProgressFn& progress);
 std::vector<Row> run_speed(std::vector<EvalModel>& models, const SpeedOptions& opt,
                            ResultStore& store, const ProgressFn& progress);
+// MQAR on models trained for it (their vocabulary holds the task's ids): the accuracy of the
+// argmax at every query position of `examples` sequences that training never drew (seeds of
+// their own stream), and each model's state: its cache at T tokens (KV bytes for softmax
+// layers, the fixed state of linear ones), Zoology's x axis.
+std::vector<Row> run_mqar(std::vector<EvalModel>& models, const MqarEvalOptions& opt,
+                          ResultStore& store, const ProgressFn& progress);
 
 // The windows of the perplexity task: document d of the token cache, tokens [start, start + L]
 // (L inputs, each predicting the next). The grid is every `stride`-th start of every document

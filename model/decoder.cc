@@ -84,6 +84,37 @@ at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache,
   if (cache && T == 1 && ids.size(0) == 1 && !torch::GradMode::is_enabled() && use_token_decode &&
       token_decode_enabled() && token_decode_ready(*cache))
     return run_token_path(ids.contiguous().data_ptr<int64_t>()[0], *cache);
+  at::Tensor h = hidden_states(ids, cache);
+  // A prefill needs the last position's logits only: the vocabulary projection of the others
+  // would be a fifth of a small model's FLOPs, thrown away.
+  if (last_logits_only) h = h.narrow(1, T - 1, 1);
+  return logits_of(h);
+}
+
+at::Tensor DecoderModelImpl::forward_at(const at::Tensor& ids, const at::Tensor& positions) {
+  SUBQ_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kInt64,
+             "DecoderModel::forward_at: ids: expected int64 [B, T], got ", ids.sizes(), " ",
+             ids.scalar_type());
+  SUBQ_CHECK(positions.dim() == 1 && positions.scalar_type() == torch::kInt64,
+             "DecoderModel::forward_at: positions: expected int64 [N], got ", positions.sizes());
+  if (positions.numel() > 0) {
+    const int64_t lo = positions.min().item<int64_t>(), hi = positions.max().item<int64_t>();
+    SUBQ_CHECK(lo >= 0 && hi < ids.numel(), "DecoderModel::forward_at: positions: expected ",
+               "indices in [0, ", ids.numel(), "), got ", lo < 0 ? lo : hi);
+  }
+  const at::Tensor h = hidden_states(ids, nullptr);
+  // The final norm is per row, so selecting before it is the same as after.
+  return logits_of(h.reshape({-1, h.size(-1)}).index_select(0, positions));
+}
+
+at::Tensor DecoderModelImpl::logits_of(const at::Tensor& h) {
+  const at::Tensor x = norm(h);
+  return lm_head ? lm_head(x) : linear_any(x, embed_tokens->weight);
+}
+
+at::Tensor DecoderModelImpl::hidden_states(const at::Tensor& ids, ModelCache* cache) {
+  const int64_t T = ids.size(1);
+  SUBQ_CHECK(T > 0, "DecoderModel::forward: ids: expected at least one token");
   if (ids.numel() > 0) {
     const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
     SUBQ_CHECK(lo >= 0 && hi < config_.vocab_size, "DecoderModel::forward: ids: expected ",
@@ -104,11 +135,7 @@ at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache,
   for (size_t i = 0; i < layers->size(); ++i)
     h = layers->ptr<DecoderLayerImpl>(i)->forward(h, ctx, cache ? cache->layers[i].get() : nullptr);
   if (cache) cache->seen += T;
-  // A prefill needs the last position's logits only: the vocabulary projection of the others
-  // would be a fifth of a small model's FLOPs, thrown away.
-  if (last_logits_only) h = h.narrow(1, T - 1, 1);
-  h = norm(h);
-  return lm_head ? lm_head(h) : linear_any(h, embed_tokens->weight);
+  return h;
 }
 
 bool DecoderModelImpl::token_decode_ready(const ModelCache& cache) const {

@@ -73,6 +73,11 @@ class DecoderModelImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& ids, ModelCache* cache = nullptr,
                      bool last_logits_only = false);
 
+  // ids [B, T] -> logits [N, vocab] of N of its positions (indices into the B * T flattened
+  // ones), no cache: a loss on a few labelled positions (MQAR labels one in 16) skips the
+  // vocabulary projection of the others.
+  at::Tensor forward_at(const at::Tensor& ids, const at::Tensor& positions);
+
   ModelCache new_cache(int64_t batch, int64_t capacity, int64_t max_chunk = 512) const;
   ModelCacheCost cache_cost(int64_t max_chunk = 512) const;
 
@@ -109,6 +114,10 @@ class DecoderModelImpl : public torch::nn::Module {
   bool use_token_decode = true;
 
  private:
+  // The last layer's output [B, T, hidden] (before the final norm), advancing the cache.
+  at::Tensor hidden_states(const at::Tensor& ids, ModelCache* cache);
+  // Final norm and vocabulary projection of hidden states [..., hidden].
+  at::Tensor logits_of(const at::Tensor& h);
   // decode_token once token_decode_ready(cache) is known to hold.
   at::Tensor run_token_path(int64_t id, ModelCache& cache);
 

@@ -346,10 +346,15 @@ std::vector<StepRecord> run_training(const TrainConfig& c, const RunOptions& run
           torch::from_blob(const_cast<int64_t*>(b.inputs.data()), {b.rows, b.cols}, torch::kInt64);
       const at::Tensor labels =
           torch::from_blob(const_cast<int64_t*>(b.labels.data()), {b.rows * b.cols}, torch::kInt64);
-      const at::Tensor logits = m->forward(ids);
+      // Where few positions have a label (MQAR: one in 16 or fewer), only theirs are projected
+      // to the vocabulary: the same loss, without most of the lm_head's work.
+      const at::Tensor labelled = labels.ne(kIgnore).nonzero().reshape({-1});
+      const bool sparse = 4 * labelled.numel() < labels.numel();
+      const at::Tensor logits =
+          sparse ? m->forward_at(ids, labelled) : m->forward(ids).reshape({b.rows * b.cols, vocab});
       const at::Tensor loss =
           torch::nn::functional::cross_entropy(
-              logits.reshape({b.rows * b.cols, vocab}), labels,
+              logits, sparse ? labels.index_select(0, labelled) : labels,
               torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore)) /
           static_cast<double>(c.grad_accum);
       loss.backward();

@@ -143,6 +143,23 @@ TEST(ParameterGroups, FreezeAndTrainByGroup) {
     EXPECT_EQ(p.value().grad().defined(), p.value().requires_grad()) << p.key();
 }
 
+// forward_at: the logits of chosen positions of a batch, the rows of the whole forward's, with
+// gradients that reach the weights; bad positions are errors.
+TEST(ForwardAt, EqualsTheWholeForwardsRowsAndIsDifferentiable) {
+  DecoderModel m(tiny_config({layer("softmax"), layer("linear", {{"gate", "scalar"}})}));
+  torch::manual_seed(5);
+  const at::Tensor ids = torch::randint(0, 50, {2, 11}, torch::kInt64);
+  const at::Tensor pos = torch::tensor(std::vector<int64_t>{0, 7, 10, 11, 21}, torch::kInt64);
+  const at::Tensor whole = m->forward(ids).reshape({22, -1}).index_select(0, pos);
+  const at::Tensor at = m->forward_at(ids, pos);
+  ASSERT_EQ(at.sizes(), whole.sizes());
+  EXPECT_LT((at - whole).abs().max().item<double>(), 1e-5);
+  at.sum().backward();
+  EXPECT_TRUE(m->embed_tokens->weight.grad().defined());
+  EXPECT_THROW(m->forward_at(ids, torch::tensor(std::vector<int64_t>{22}, torch::kInt64)), Error);
+  EXPECT_THROW(m->forward_at(ids, torch::tensor(std::vector<int64_t>{-1}, torch::kInt64)), Error);
+}
+
 TEST(Cache, SizesAndErrors) {
   DecoderModel m(tiny_config({layer("softmax"), layer("linear", {{"gate", "scalar"}})}));
   torch::NoGradGuard no_grad;
