@@ -158,9 +158,12 @@ TokenCache::TokenCache(const fs::path& path, uint64_t expected_fingerprint) : pa
     SUBQ_CHECK(h.fingerprint == expected_fingerprint, where,
                ": built with another tokenizer (another model's); delete it or use the model it "
                "was built for");
+  SUBQ_CHECK(h.eos_id >= 0 && h.eos_id < h.vocab_size, where, ": EOS id ", h.eos_id,
+             " outside the vocabulary of ", h.vocab_size);
   fingerprint_ = h.fingerprint;
   manifest_hash_ = h.manifest_fnv;
   vocab_ = static_cast<int32_t>(h.vocab_size);
+  eos_ = static_cast<int64_t>(h.eos_id);
   width_ = static_cast<int>(h.token_bytes);
   num_tokens_ = static_cast<int64_t>(h.num_tokens);
   // The tables are 8-byte aligned in the file, and mmap is page-aligned.

@@ -65,6 +65,7 @@ class TokenCache {
   uint64_t fingerprint() const { return fingerprint_; }
   uint64_t manifest_hash() const { return manifest_hash_; }
   int32_t vocab_size() const { return vocab_; }
+  int64_t eos_id() const { return eos_; }  // what ends each document
   const std::filesystem::path& path() const { return path_; }
 
  private:
@@ -72,6 +73,7 @@ class TokenCache {
   std::unique_ptr<formats::MappedFile> file_;
   int width_ = 2;
   int32_t vocab_ = 0;
+  int64_t eos_ = 0;
   uint64_t fingerprint_ = 0, manifest_hash_ = 0;
   int64_t num_tokens_ = 0;
   const uint64_t* doc_start_ = nullptr;

@@ -43,8 +43,10 @@ std::string config_hash(const TrainConfig& c) {
   std::ostringstream s;
   s << c.model << '|' << c.model_config.dump() << '|' << c.mqar.vocab << ',' << c.mqar.seq_len
     << ',' << c.mqar.num_pairs << ',' << c.mqar.power_a << '|' << c.data_task << ','
-    << c.corpus.text_dir << ',' << c.corpus.split << ',' << c.corpus.seq_len << '|' << c.batch_size
-    << ',' << c.grad_accum << ',' << c.steps << ',' << c.seed;
+    << c.corpus.text_dir << ',' << c.corpus.split << ',' << c.corpus.seq_len << ','
+    << c.corpus.mix.passkey << ',' << c.corpus.mix.niah << ',' << c.corpus.mix.mqar << ','
+    << c.corpus.mix.mqar_vocab << '|' << c.batch_size << ',' << c.grad_accum << ',' << c.steps
+    << ',' << c.seed;
   return std::to_string(std::hash<std::string>{}(s.str()));
 }
 
@@ -146,6 +148,27 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
       c.corpus.cache_dir = d.text("cache", c.corpus.cache_dir);
       c.corpus.split = d.choice("split", "train", {"train", "valid"});
       c.corpus.seq_len = d.integer("seq_len", 1024, 1, int64_t{1} << 20);
+      if (const json* mix = d.object("mix")) {
+        formats::JsonOptions x(*mix, source + ": data: mix");
+        MixOptions& m = c.corpus.mix;
+        for (auto [key, p] : {std::pair{"passkey", &m.passkey}, std::pair{"niah", &m.niah},
+                              std::pair{"mqar", &m.mqar}}) {
+          *p = x.number(key, 0.0);
+          SUBQ_CHECK(*p >= 0 && *p <= 1, source, ": data: mix: ", key,
+                     ": expected a fraction of the rows in [0, 1], got ", *p);
+        }
+        m.mqar_vocab = x.integer("mqar_vocab", 8192, 4, int64_t{1} << 20);
+        x.forbid_rest("data: mix (passkey, niah, mqar, mqar_vocab)");
+        SUBQ_CHECK(m.passkey + m.niah + m.mqar <= 1, source,
+                   ": data: mix: the fractions add up to ", m.passkey + m.niah + m.mqar,
+                   ", more than every row");
+        // A passkey or NIAH trial must fit: its template is about 100 tokens.
+        SUBQ_CHECK(!(m.passkey > 0 || m.niah > 0) || c.corpus.seq_len >= 256, source,
+                   ": data: mix: passkey and niah rows need seq_len >= 256, got ",
+                   c.corpus.seq_len);
+        SUBQ_CHECK(m.mqar == 0 || c.corpus.seq_len >= 16, source,
+                   ": data: mix: mqar rows need seq_len >= 16, got ", c.corpus.seq_len);
+      }
       SUBQ_CHECK(!c.model.empty(), source,
                  ": data: the corpus task needs a model (a checkpoint or .gguf) for its tokenizer");
     }
@@ -227,10 +250,29 @@ class BatchSource {
  public:
   explicit BatchSource(const TrainConfig& c) : c_(c) {
     if (c.data_task != "corpus") return;
-    const auto tokenizer = formats::load_tokenizer(c.model);
+    auto tokenizer = formats::load_tokenizer(c.model);
     cache_ = std::make_unique<TokenCache>(open_or_build_token_cache(
         c.corpus.text_dir, c.corpus.cache_dir, c.corpus.split, *tokenizer, num_threads()));
     packed_ = std::make_unique<PackedSequences>(*cache_, c.corpus.seq_len, c.seed);
+    // The synthetic rows are tokenized as they are drawn; the EOS is the cache's.
+    if (c.corpus.mix.any()) {
+      tokenizer_ = std::move(tokenizer);
+      // A trial that cannot fit the row is an error now, not at the step that first draws one.
+      std::vector<int64_t> in(static_cast<size_t>(c.corpus.seq_len)), lab(in.size());
+      for (auto [task, p] : {std::pair{RowTask::kPasskey, c.corpus.mix.passkey},
+                             std::pair{RowTask::kNiah, c.corpus.mix.niah}}) {
+        if (p == 0) continue;
+        try {
+          synthetic_row(task, c.corpus.mix, *tokenizer_, static_cast<int32_t>(cache_->eos_id()),
+                        c.corpus.seq_len, c.seed, 0, in.data(), lab.data());
+        } catch (const Error& e) {
+          throw Error(detail::concat(c.source, ": data: mix: a ",
+                                     task == RowTask::kPasskey ? "passkey" : "niah",
+                                     " row does not fit seq_len ", c.corpus.seq_len,
+                                     " with this model's tokenizer (", e.what(), ")"));
+        }
+      }
+    }
   }
   int64_t seq_len() const { return packed_ ? c_.corpus.seq_len : c_.mqar.seq_len; }
   int64_t vocab() const { return cache_ ? cache_->vocab_size() : c_.mqar.vocab; }
@@ -241,13 +283,23 @@ class BatchSource {
     b.cols = c_.corpus.seq_len;
     b.inputs.resize(static_cast<size_t>(b.rows * b.cols));
     b.labels.resize(b.inputs.size());
-    for (int64_t r = 0; r < b.rows; ++r)
-      packed_->get(index * b.rows + r, b.inputs.data() + r * b.cols, b.labels.data() + r * b.cols);
+    for (int64_t r = 0; r < b.rows; ++r) {
+      const int64_t row = index * b.rows + r;
+      int64_t* in = b.inputs.data() + r * b.cols;
+      int64_t* lab = b.labels.data() + r * b.cols;
+      const RowTask task = mix_row_task(c_.corpus.mix, c_.seed, row);
+      if (task == RowTask::kCorpus)
+        packed_->get(row, in, lab);
+      else
+        synthetic_row(task, c_.corpus.mix, *tokenizer_, static_cast<int32_t>(cache_->eos_id()),
+                      b.cols, c_.seed, row, in, lab);
+    }
     return b;
   }
 
  private:
   const TrainConfig& c_;
+  std::unique_ptr<formats::Tokenizer> tokenizer_;
   std::unique_ptr<TokenCache> cache_;
   std::unique_ptr<PackedSequences> packed_;
 };

@@ -23,6 +23,7 @@
 #include "subq/error.h"
 #include "train/schedule.h"
 #include "train/synthetic.h"
+#include "train/synthetic_mix.h"
 
 namespace subq::train {
 
@@ -37,6 +38,7 @@ struct CorpusOptions {
   std::string cache_dir = "data/cache";  // token caches, by tokenizer fingerprint
   std::string split = "train";
   int64_t seq_len = 1024;
+  MixOptions mix;  // synthetic rows among the corpus's (train/synthetic_mix.h)
 };
 
 struct TrainConfig {
@@ -45,8 +47,9 @@ struct TrainConfig {
   std::string model;
   nlohmann::json model_config;
   // The data: {"task": "mqar", "vocab", "seq_len", "num_pairs", "power_a"}, or
-  // {"task": "corpus", "text", "cache", "split", "seq_len"}: packed sequences of a corpus split
-  // through the token cache (train/token_cache.h), tokenized with the model's tokenizer.
+  // {"task": "corpus", "text", "cache", "split", "seq_len", "mix"}: packed sequences of a corpus
+  // split through the token cache (train/token_cache.h), tokenized with the model's tokenizer,
+  // with synthetic rows mixed in ({"passkey": p, "niah": p, "mqar": p, "mqar_vocab": V}).
   std::string data_task = "mqar";
   MqarOptions mqar;
   CorpusOptions corpus;

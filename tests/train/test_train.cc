@@ -5,14 +5,17 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include <unistd.h>
 
 #include "formats/atomic_file.h"
+#include "formats/tokenizer.h"
 #include "model/decoder.h"
 #include "subq/error.h"
 #include "subq/threads.h"
 #include "train/schedule.h"
+#include "train/synthetic_mix.h"
 #include "train/trainer.h"
 
 namespace subq::train {
@@ -193,6 +196,124 @@ TEST(Corpus, TrainsOnPackedWindowsAndResumesExactly) {
   const std::vector<double> expected = losses(run_training(c, whole));
   ASSERT_EQ(expected.size(), 12u);
   EXPECT_LT(expected.back(), 0.7 * expected.front());
+  RunOptions part;
+  part.out = base / "part";
+  part.stop_after = 3;
+  std::vector<double> got = losses(run_training(c, part));
+  part.resume = true;
+  part.stop_after = 0;
+  for (double l : losses(run_training(c, part))) got.push_back(l);
+  EXPECT_EQ(got, expected);
+  fs::remove_all(base);
+}
+
+// The synthetic mix: each task's share of the rows, a pure function of (seed, row).
+TEST(Mix, RowsGetEachTaskAtItsRatioAndTheSameTaskEveryTime) {
+  MixOptions m;
+  m.passkey = 0.1;
+  m.niah = 0.2;
+  m.mqar = 0.05;
+  std::map<RowTask, int> n;
+  for (int64_t i = 0; i < 20000; ++i) {
+    const RowTask t = mix_row_task(m, 7, i);
+    ++n[t];
+    ASSERT_EQ(t, mix_row_task(m, 7, i));
+  }
+  EXPECT_NEAR(n[RowTask::kPasskey] / 20000.0, 0.1, 0.01);
+  EXPECT_NEAR(n[RowTask::kNiah] / 20000.0, 0.2, 0.01);
+  EXPECT_NEAR(n[RowTask::kMqar] / 20000.0, 0.05, 0.01);
+  EXPECT_EQ(mix_row_task(MixOptions{}, 7, 3), RowTask::kCorpus);
+}
+
+// A passkey row: the trial's text, a space, the key and EOS, fitted to the row, labels shifted by
+// one, no label past its end; an MQAR row labels its queries only.
+TEST(Mix, SyntheticRowsHoldTheTrialAndItsAnswer) {
+  const auto tok = formats::load_tokenizer(fs::temp_directory_path());  // no files: bytes
+  const int32_t eos = *tok->eos_id();
+  MixOptions m;
+  m.passkey = 1;
+  const int64_t T = 400;
+  std::vector<int64_t> in(T), lab(T);
+  synthetic_row(RowTask::kPasskey, m, *tok, eos, T, 3, 11, in.data(), lab.data());
+  std::string text;
+  int64_t end = 0;  // the EOS that ends the trial
+  for (int64_t i = 0; i < T && lab[i] != kIgnore; ++i) {
+    text += static_cast<char>(in[i]);
+    if (i > 0) {
+      EXPECT_EQ(in[i], lab[i - 1]);
+    }
+    end = i + 1;
+  }
+  EXPECT_EQ(lab[end - 1], eos);
+  EXPECT_GE(end, T - 2);  // one byte a token: the filler fills the row to within a character
+  EXPECT_EQ(text.rfind("There is an important info hidden", 0), 0u);
+  const size_t q = text.find("What is the pass key? The pass key is ");
+  ASSERT_NE(q, std::string::npos);
+  const std::string key = text.substr(q + 38);
+  EXPECT_NE(text.find("The pass key is " + key + ". Remember it."), std::string::npos) << text;
+  // Deterministic: the same (seed, row), the same row.
+  std::vector<int64_t> in2(T), lab2(T);
+  synthetic_row(RowTask::kPasskey, m, *tok, eos, T, 3, 11, in2.data(), lab2.data());
+  EXPECT_EQ(in, in2);
+  m.mqar_vocab = 256;
+  synthetic_row(RowTask::kMqar, m, *tok, eos, 64, 3, 12, in.data(), lab.data());
+  int64_t labelled = 0;
+  for (int64_t i = 0; i < 64; ++i) {
+    labelled += lab[i] != kIgnore;
+    EXPECT_LT(in[i], 256);
+  }
+  EXPECT_EQ(labelled, 4);  // K = T / 16
+}
+
+TEST(Mix, BadMixesAreOneLineErrors) {
+  auto config = [](const std::string& mix, int seq_len) {
+    return R"({"model": "m", "data": {"task": "corpus", "seq_len": )" + std::to_string(seq_len) +
+           R"(, "mix": )" + mix + "}}";
+  };
+  EXPECT_NO_THROW(parse_train_config(config(R"({"passkey": 0.1, "niah": 0.1})", 512), "c"));
+  EXPECT_THROW(parse_train_config(config(R"({"passkey": 0.7, "niah": 0.5})", 512), "c"), Error);
+  EXPECT_THROW(parse_train_config(config(R"({"passkey": -0.1})", 512), "c"), Error);
+  EXPECT_THROW(parse_train_config(config(R"({"pasky": 0.1})", 512), "c"), Error);
+  EXPECT_THROW(parse_train_config(config(R"({"passkey": 0.1})", 128), "c"), Error);
+  EXPECT_THROW(parse_train_config(config(R"([0.1])", 512), "c"), Error);
+}
+
+// Corpus batches with synthetic rows train, and a stopped and resumed run repeats the
+// uninterrupted one's losses exactly.
+TEST(Mix, CorpusWithSyntheticRowsResumesExactly) {
+  const fs::path base = fs::temp_directory_path() / ("subq_mix_" + std::to_string(getpid()));
+  fs::remove_all(base);
+  fs::create_directories(base / "text/train/s");
+  std::string a;
+  for (int i = 0; i < 200; ++i) a += "the cat sat on the mat. ";
+  formats::write_file_atomically(base / "text/train/s/a.txt", a);
+  formats::write_file_atomically(base / "text/manifest.tsv",
+                                 "split\tsource\tdoc\tpath\tbytes\ntrain\ts\ta\ttrain/s/a.txt\t" +
+                                     std::to_string(a.size()) + "\n");
+  nlohmann::json mc = nlohmann::json::parse(kTiny)["model_config"];
+  mc["vocab_size"] = 258;
+  mc["max_position_embeddings"] = 512;
+  torch::manual_seed(1);
+  model::DecoderModel m(formats::parse_llama_config(mc.dump(), "tiny"));
+  model::save_model(*m, base / "model");
+  const std::string text = R"({"model": ")" + (base / "model").string() + R"(",
+    "data": {"task": "corpus", "text": ")" +
+                           (base / "text").string() + R"(", "cache": ")" +
+                           (base / "cache").string() + R"(", "seq_len": 400,
+             "mix": {"passkey": 0.3, "niah": 0.2, "mqar": 0.1, "mqar_vocab": 64}},
+    "batch_size": 4, "steps": 6, "lr": 1e-2, "warmup_steps": 2, "checkpoint_every": 2})";
+  // One byte a token: NIAH's template alone is 366 tokens, more than a row of 300.
+  std::string short_rows = text;
+  short_rows.replace(short_rows.find("\"seq_len\": 400"), 15, "\"seq_len\": 300");
+  RunOptions bad;
+  bad.out = base / "bad";
+  EXPECT_THROW(run_training(parse_train_config(short_rows, "mix.json"), bad), Error);
+  const TrainConfig c = parse_train_config(text, "mix.json");
+  RunOptions whole;
+  whole.out = base / "whole";
+  const std::vector<double> expected = losses(run_training(c, whole));
+  ASSERT_EQ(expected.size(), 6u);
+  for (double l : expected) EXPECT_TRUE(std::isfinite(l));
   RunOptions part;
   part.out = base / "part";
   part.stop_after = 3;
