@@ -82,25 +82,60 @@ std::vector<double> losses(const std::vector<StepRecord>& r) {
   return l;
 }
 
+// Runs `c` uninterrupted in dir/whole, then in dir/part stopped after 3 steps and resumed;
+// expects bitwise the same losses and returns the uninterrupted run's.
+std::vector<double> expect_resume_exact(const TrainConfig& c, const fs::path& dir) {
+  RunOptions whole;
+  whole.out = dir / "whole";
+  const std::vector<double> expected = losses(run_training(c, whole));
+  RunOptions part;
+  part.out = dir / "part";
+  part.stop_after = 3;  // a checkpoint at checkpoint_every and at 3 (the stop)
+  std::vector<double> got = losses(run_training(c, part));
+  EXPECT_EQ(got.size(), 3u);
+  part.stop_after = 0;
+  part.resume = true;
+  for (double l : losses(run_training(c, part))) got.push_back(l);
+  EXPECT_EQ(got, expected) << "bitwise the same losses";
+  return expected;
+}
+
+// A corpus of the given documents (split "train", source "s") in dir/text and a tiny saved model
+// with no tokenizer file (so the built-in byte-level one) in dir/model, its positions up to
+// `max_positions`. Returns the start of a config that trains it, up to the data's open object:
+// {"model": ..., "data": {"task": "corpus", "text": ..., "cache": ...,
+std::string tiny_corpus_run(const fs::path& dir, const std::vector<std::string>& docs,
+                            int max_positions) {
+  fs::remove_all(dir);
+  fs::create_directories(dir / "text/train/s");
+  std::string manifest = "split\tsource\tdoc\tpath\tbytes\n";
+  for (size_t i = 0; i < docs.size(); ++i) {
+    const std::string name(1, static_cast<char>('a' + i));
+    formats::write_file_atomically(dir / ("text/train/s/" + name + ".txt"), docs[i]);
+    manifest += "train\ts\t" + name + "\ttrain/s/" + name + ".txt\t" +
+                std::to_string(docs[i].size()) + "\n";
+  }
+  formats::write_file_atomically(dir / "text/manifest.tsv", manifest);
+  nlohmann::json mc = nlohmann::json::parse(kTiny)["model_config"];
+  mc["vocab_size"] = 258;
+  mc["max_position_embeddings"] = max_positions;
+  torch::manual_seed(1);
+  model::DecoderModel m(formats::parse_llama_config(mc.dump(), "tiny"));
+  model::save_model(*m, dir / "model");
+  return R"({"model": ")" + (dir / "model").string() +
+         R"(", "data": {"task": "corpus", "text": ")" + (dir / "text").string() +
+         R"(", "cache": ")" + (dir / "cache").string() + "\", ";
+}
+
 TEST(Resume, ContinuesExactlyAsAnUninterruptedRun) {
   set_num_threads(1);
   const TrainConfig c = parse_train_config(kTiny, "tiny.json");
   const fs::path base = fs::temp_directory_path() / ("subq_train_" + std::to_string(getpid()));
   fs::remove_all(base);
-  RunOptions whole;
-  whole.out = base / "whole";
-  const std::vector<double> expected = losses(run_training(c, whole));
-  ASSERT_EQ(expected.size(), 6u);
-
+  EXPECT_EQ(expect_resume_exact(c, base).size(), 6u);
   RunOptions part;
   part.out = base / "part";
-  part.stop_after = 3;  // a checkpoint at step 2 (checkpoint_every) and at 3 (the stop)
-  std::vector<double> got = losses(run_training(c, part));
-  ASSERT_EQ(got.size(), 3u);
-  part.stop_after = 0;
   part.resume = true;
-  for (double l : losses(run_training(c, part))) got.push_back(l);
-  EXPECT_EQ(got, expected) << "bitwise the same losses";
 
   // A resume with another model or data is refused; so is one with no checkpoint.
   TrainConfig other = c;
@@ -169,41 +204,15 @@ namespace {
 // steps and resumed gives the uninterrupted run's losses.
 TEST(Corpus, TrainsOnPackedWindowsAndResumesExactly) {
   const fs::path base = fs::temp_directory_path() / ("subq_corpus_" + std::to_string(getpid()));
-  fs::remove_all(base);
-  fs::create_directories(base / "text/train/s");
   std::string a, b;
   for (int i = 0; i < 40; ++i) a += "the cat sat on the mat. ";
   for (int i = 0; i < 40; ++i) b += "a dog ran in the park! ";
-  formats::write_file_atomically(base / "text/train/s/a.txt", a);
-  formats::write_file_atomically(base / "text/train/s/b.txt", b);
-  formats::write_file_atomically(base / "text/manifest.tsv",
-                                 "split\tsource\tdoc\tpath\tbytes\ntrain\ts\ta\ttrain/s/a.txt\t" +
-                                     std::to_string(a.size()) + "\ntrain\ts\tb\ttrain/s/b.txt\t" +
-                                     std::to_string(b.size()) + "\n");
-  nlohmann::json mc = nlohmann::json::parse(kTiny)["model_config"];
-  mc["vocab_size"] = 258;
-  torch::manual_seed(1);
-  model::DecoderModel m(formats::parse_llama_config(mc.dump(), "tiny"));
-  model::save_model(*m, base / "model");
-  const std::string text = R"({"model": ")" + (base / "model").string() + R"(",
-    "data": {"task": "corpus", "text": ")" +
-                           (base / "text").string() + R"(", "cache": ")" +
-                           (base / "cache").string() + R"(", "seq_len": 32},
+  const std::string text = tiny_corpus_run(base, {a, b}, 128) + R"("seq_len": 32},
     "batch_size": 4, "steps": 12, "lr": 1e-2, "warmup_steps": 2, "checkpoint_every": 3})";
-  const TrainConfig c = parse_train_config(text, "corpus.json");
-  RunOptions whole;
-  whole.out = base / "whole";
-  const std::vector<double> expected = losses(run_training(c, whole));
+  const std::vector<double> expected =
+      expect_resume_exact(parse_train_config(text, "corpus.json"), base);
   ASSERT_EQ(expected.size(), 12u);
   EXPECT_LT(expected.back(), 0.7 * expected.front());
-  RunOptions part;
-  part.out = base / "part";
-  part.stop_after = 3;
-  std::vector<double> got = losses(run_training(c, part));
-  part.resume = true;
-  part.stop_after = 0;
-  for (double l : losses(run_training(c, part))) got.push_back(l);
-  EXPECT_EQ(got, expected);
   fs::remove_all(base);
 }
 
@@ -282,24 +291,9 @@ TEST(Mix, BadMixesAreOneLineErrors) {
 // uninterrupted one's losses exactly.
 TEST(Mix, CorpusWithSyntheticRowsResumesExactly) {
   const fs::path base = fs::temp_directory_path() / ("subq_mix_" + std::to_string(getpid()));
-  fs::remove_all(base);
-  fs::create_directories(base / "text/train/s");
   std::string a;
   for (int i = 0; i < 200; ++i) a += "the cat sat on the mat. ";
-  formats::write_file_atomically(base / "text/train/s/a.txt", a);
-  formats::write_file_atomically(base / "text/manifest.tsv",
-                                 "split\tsource\tdoc\tpath\tbytes\ntrain\ts\ta\ttrain/s/a.txt\t" +
-                                     std::to_string(a.size()) + "\n");
-  nlohmann::json mc = nlohmann::json::parse(kTiny)["model_config"];
-  mc["vocab_size"] = 258;
-  mc["max_position_embeddings"] = 512;
-  torch::manual_seed(1);
-  model::DecoderModel m(formats::parse_llama_config(mc.dump(), "tiny"));
-  model::save_model(*m, base / "model");
-  const std::string text = R"({"model": ")" + (base / "model").string() + R"(",
-    "data": {"task": "corpus", "text": ")" +
-                           (base / "text").string() + R"(", "cache": ")" +
-                           (base / "cache").string() + R"(", "seq_len": 400,
+  const std::string text = tiny_corpus_run(base, {a}, 512) + R"("seq_len": 400,
              "mix": {"passkey": 0.3, "niah": 0.2, "mqar": 0.1, "mqar_vocab": 64}},
     "batch_size": 4, "steps": 6, "lr": 1e-2, "warmup_steps": 2, "checkpoint_every": 2})";
   // One byte a token: NIAH's template alone is 366 tokens, more than a row of 300.
@@ -308,20 +302,10 @@ TEST(Mix, CorpusWithSyntheticRowsResumesExactly) {
   RunOptions bad;
   bad.out = base / "bad";
   EXPECT_THROW(run_training(parse_train_config(short_rows, "mix.json"), bad), Error);
-  const TrainConfig c = parse_train_config(text, "mix.json");
-  RunOptions whole;
-  whole.out = base / "whole";
-  const std::vector<double> expected = losses(run_training(c, whole));
+  const std::vector<double> expected =
+      expect_resume_exact(parse_train_config(text, "mix.json"), base);
   ASSERT_EQ(expected.size(), 6u);
   for (double l : expected) EXPECT_TRUE(std::isfinite(l));
-  RunOptions part;
-  part.out = base / "part";
-  part.stop_after = 3;
-  std::vector<double> got = losses(run_training(c, part));
-  part.resume = true;
-  part.stop_after = 0;
-  for (double l : losses(run_training(c, part))) got.push_back(l);
-  EXPECT_EQ(got, expected);
   fs::remove_all(base);
 }
 
