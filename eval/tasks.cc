@@ -1,5 +1,6 @@
 #include "eval/tasks.h"
 
+#include <malloc.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -219,6 +220,9 @@ std::vector<Row> run_retrieval(Retrieval kind, std::vector<EvalModel>& models,
 // Resets this process's peak RSS (VmHWM) to its current RSS (Linux's clear_refs "5"), so that
 // each length's peak is its own. Returns false where the kernel does not allow it.
 bool reset_peak_rss() {
+  // First hand the allocator's free memory back, so that the current RSS the peak restarts from
+  // is what is live, not what earlier work (a perplexity window's logits) left in the heap.
+  malloc_trim(0);
   std::ofstream f("/proc/self/clear_refs");
   if (!f) return false;
   f << "5";
