@@ -127,8 +127,7 @@ int run_generate(const GenerateConfig& c) {
   opt.sampling = sampling;
   opt.sample_vocab = tok->vocab_size();
   if (!c.ignore_eos) {
-    opt.stop_ids = m->config().eos_token_ids;
-    if (opt.stop_ids.empty() && tok->eos_id()) opt.stop_ids.push_back(*tok->eos_id());
+    opt.stop_ids = model::default_stop_ids(*m, tok->eos_id());
   }
   formats::TokenStreamer streamer(*tok);
   if (c.prompt_file.empty()) std::fputs(prompt_text.c_str(), stdout);  // a file is not echoed

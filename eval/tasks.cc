@@ -47,9 +47,7 @@ void check_count(int64_t n, const char* what) {
 // A seed per (task seed, length, trial), so that adding a length or trials leaves the others'
 // trials as they were.
 uint64_t trial_seed(uint64_t seed, int64_t length, int64_t trial) {
-  Rng r(seed ^ (static_cast<uint64_t>(length) * 0x9E3779B97F4A7C15ull) ^
-        (static_cast<uint64_t>(trial) << 32));
-  return r.next_u64();
+  return seed_for(seed ^ (static_cast<uint64_t>(trial) << 32), static_cast<uint64_t>(length));
 }
 
 std::string fmt_duration(double s) {
@@ -127,8 +125,7 @@ std::vector<int64_t> greedy(EvalModel& m, const std::vector<int64_t>& prompt, in
   g.prefill_chunk = prefill_chunk;
   g.sampling.temperature = 0;
   g.sample_vocab = m.tokenizer->vocab_size();
-  g.stop_ids = m.model->config().eos_token_ids;
-  if (g.stop_ids.empty() && m.tokenizer->eos_id()) g.stop_ids.push_back(*m.tokenizer->eos_id());
+  g.stop_ids = model::default_stop_ids(*m.model, m.tokenizer->eos_id());
   std::vector<int64_t> out;
   model::generate(*m.model, prompt, g, [&](int64_t id) { out.push_back(id); });
   return out;

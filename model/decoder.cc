@@ -80,7 +80,6 @@ at::Tensor DecoderModelImpl::forward(const at::Tensor& ids, ModelCache* cache,
              "DecoderModel::forward: ids: expected int64 [B, T], got ", ids.sizes(), " ",
              ids.scalar_type());
   const int64_t T = ids.size(1);
-  SUBQ_CHECK(T > 0, "DecoderModel::forward: ids: expected at least one token");
   if (cache && T == 1 && ids.size(0) == 1 && !torch::GradMode::is_enabled() && use_token_decode &&
       token_decode_enabled() && token_decode_ready(*cache))
     return run_token_path(ids.contiguous().data_ptr<int64_t>()[0], *cache);

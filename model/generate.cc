@@ -59,6 +59,13 @@ int64_t sample_next(const at::Tensor& logits, const SamplingOptions& opt, std::m
   return order[keep - 1];
 }
 
+std::vector<int64_t> default_stop_ids(const DecoderModelImpl& model,
+                                      std::optional<int32_t> tokenizer_eos) {
+  std::vector<int64_t> ids = model.config().eos_token_ids;
+  if (ids.empty() && tokenizer_eos) ids.push_back(*tokenizer_eos);
+  return ids;
+}
+
 GenerateStats generate(DecoderModelImpl& model, const std::vector<int64_t>& prompt,
                        const GenerateOptions& opt, const std::function<void(int64_t)>& on_token) {
   validate_sampling(opt.sampling);

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -44,6 +45,10 @@ struct GenerateStats {
   double decode_seconds = 0;
   size_t cache_bytes = 0;  // every layer's cache, after the last token
 };
+
+// The ids a generation stops at: the model config's EOS ids, or else the tokenizer's EOS.
+std::vector<int64_t> default_stop_ids(const DecoderModelImpl& model,
+                                      std::optional<int32_t> tokenizer_eos);
 
 // Generates for one sequence; on_token(id) is called for each new token as soon as it exists.
 GenerateStats generate(DecoderModelImpl& model, const std::vector<int64_t>& prompt,

@@ -65,4 +65,9 @@ void fill_uniform(const TensorView& t, uint64_t seed, double lo, double hi) {
   fill_with(t, [&] { return lo + (hi - lo) * rng.uniform(); });
 }
 
+uint64_t seed_for(uint64_t seed, uint64_t index) {
+  Rng r(seed ^ (index * 0x9E3779B97F4A7C15ull));
+  return r.next_u64();
+}
+
 }  // namespace subq

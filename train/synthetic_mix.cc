@@ -16,8 +16,7 @@ constexpr uint64_t kChoiceStream = 0x6d69782d7461736bull;   // "mix-task"
 constexpr uint64_t kContentStream = 0x6d69782d726f7721ull;  // "mix-row!"
 
 uint64_t row_seed(uint64_t seed, int64_t index, uint64_t stream) {
-  Rng r(seed ^ stream ^ (static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull));
-  return r.next_u64();
+  return seed_for(seed ^ stream, static_cast<uint64_t>(index));
 }
 
 std::vector<int32_t> text_row_ids(RowTask task, const formats::Tokenizer& tok, int32_t eos,

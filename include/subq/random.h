@@ -13,6 +13,11 @@ void fill_normal(const TensorView& t, uint64_t seed, double mean = 0.0, double s
 // Uniform values in [lo, hi), rounded to the view's dtype.
 void fill_uniform(const TensorView& t, uint64_t seed, double lo, double hi);
 
+// The seed of item `index` of a stream seeded `seed` (a trial, a batch row): one SplitMix64
+// draw, so neighbouring indices get unrelated seeds and adding items leaves the others as they
+// were.
+uint64_t seed_for(uint64_t seed, uint64_t index);
+
 class Rng {
  public:
   explicit Rng(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
